@@ -1,0 +1,450 @@
+import type { Logger } from 'pino'
+import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
+import { Kind, NO_DEADLINE } from './envelope.js'
+import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
+import { Mailbox } from './mailbox.js'
+import type { ActorRef } from './ref.js'
+import { StreamCredits } from './stream.js'
+import type { SystemHandle } from './system-handle.js'
+
+/** Messages handled in one go before the cell yields the thread to I/O and other actors. */
+const DRAIN_BUDGET = 4096
+
+export type CellStatus = 'starting' | 'running' | 'stopping' | 'stopped' | 'crashed'
+
+/** What a cell needs from the thread that hosts it. */
+export interface CellHost {
+  reply(to: number, correlation: number, value: unknown): void
+  /** `producer` is the streaming actor's slot, so an unencodable chunk can stop its stream. */
+  chunk(to: number, correlation: number, value: unknown, producer: number): void
+  end(to: number, correlation: number): void
+  fail(to: number, correlation: number, error: ActorErrorData): void
+  deadLetter(target: string, message: unknown, code: string): void
+  /** The cell stopped or crashed and holds nothing any more. */
+  exited(cell: ActorCell, reason: StopReason, error: unknown): void
+}
+
+export interface CellOptions {
+  readonly slot: number
+  readonly generation: number
+  readonly incarnation: number
+  readonly name: string | undefined
+  readonly behavior: Behavior
+  readonly mailboxCapacity: number
+  readonly self: ActorRef
+  readonly system: SystemHandle
+  readonly log: Logger
+  readonly shutdownMs: number
+}
+
+/** One ask or stream being handled: what cancel, credit and crash need to reach it. */
+class Invocation {
+  private controller: AbortController | undefined
+  cancelled = false
+  credits: StreamCredits | undefined
+
+  constructor(
+    readonly from: number,
+    readonly correlation: number,
+    private readonly cellSignal: AbortSignal,
+  ) {}
+
+  /** Created on first use: most asks never look at their signal. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController()
+      if (this.cancelled || this.cellSignal.aborted) this.controller.abort()
+    }
+    return this.controller.signal
+  }
+
+  cancel(): void {
+    this.cancelled = true
+    this.controller?.abort()
+  }
+}
+
+/** The context a behaviour sees while it handles one ask or stream. */
+class InvocationContext<M> implements BehaviorContext<M> {
+  constructor(
+    private readonly base: BehaviorContext<M>,
+    private readonly invocation: Invocation,
+  ) {}
+  get self(): ActorRef<M> {
+    return this.base.self
+  }
+  get system(): SystemHandle {
+    return this.base.system
+  }
+  get log(): Logger {
+    return this.base.log
+  }
+  get signal(): AbortSignal {
+    return this.invocation.signal
+  }
+  stop(): void {
+    this.base.stop()
+  }
+}
+
+const invocationKey = (from: number, correlation: number): number => from * 0x1_0000_0000 + correlation
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
+}
+
+/**
+ * Runs one actor: its mailbox, its state, its behaviour. Messages are handled in mailbox order,
+ * at most `maxConcurrent` at a time; a behaviour whose receive returns synchronously is driven
+ * in a tight loop with no promise per message.
+ *
+ * A thrown ActorError rejects that one message and the actor carries on. Anything else thrown
+ * is a crash: the asker gets `crashed` with the thrown message, every other ask queued or in
+ * flight gets `crashed` at once, queued tells become dead letters, and the supervisor decides.
+ */
+export class ActorCell {
+  readonly slot: number
+  readonly generation: number
+  readonly incarnation: number
+  readonly name: string | undefined
+  readonly behavior: Behavior
+  status: CellStatus = 'starting'
+  handled = 0
+  /** The actor asked to stop (ctx.stop()), as opposed to being stopped by its supervisor. */
+  stoppedItself = false
+
+  private readonly definition: BehaviorDefinition<unknown, unknown, unknown>
+  private readonly mailbox: Mailbox
+  private readonly maxConcurrent: number
+  private readonly controller = new AbortController()
+  private readonly context: BehaviorContext
+  private readonly invocations = new Map<number, Invocation>()
+  private state: unknown
+  private active = 0
+  private scheduled = false
+  private idle: (() => void) | undefined
+  private initialised: Promise<void> = Promise.resolve()
+  private stopping: Promise<void> | undefined
+
+  constructor(
+    private readonly host: CellHost,
+    options: CellOptions,
+  ) {
+    this.slot = options.slot
+    this.generation = options.generation
+    this.incarnation = options.incarnation
+    this.name = options.name
+    this.behavior = options.behavior
+    this.definition = options.behavior.definition as BehaviorDefinition<unknown, unknown, unknown>
+    this.mailbox = new Mailbox(options.mailboxCapacity)
+    this.maxConcurrent = this.definition.maxConcurrent ?? 1
+    const shutdownMs = options.shutdownMs
+    this.context = {
+      self: options.self,
+      system: options.system,
+      log: options.log,
+      signal: this.controller.signal,
+      stop: () => {
+        if (this.status !== 'running' && this.status !== 'starting') return
+        this.stoppedItself = true
+        // Defer past the current receive: until it returns, its promise is not yet counted as
+        // in flight, and stopping now would cancel the very message that asked to stop.
+        queueMicrotask(() => void this.stop('normal', shutdownMs))
+      },
+    }
+  }
+
+  get label(): string {
+    return this.name ?? `#${this.slot}`
+  }
+
+  get mailboxDepth(): number {
+    return this.mailbox.depth
+  }
+
+  get log(): Logger {
+    return this.context.log
+  }
+
+  /** Runs init; messages delivered meanwhile wait in the mailbox. Throws what init threw. */
+  start(args: unknown): Promise<void> {
+    const init = this.init(args)
+    this.initialised = init.then(
+      () => undefined,
+      () => undefined,
+    )
+    return init
+  }
+
+  private async init(args: unknown): Promise<void> {
+    try {
+      this.state = this.definition.init ? await this.definition.init(args, this.context) : undefined
+    } catch (error) {
+      this.status = 'crashed'
+      this.controller.abort()
+      this.failQueued({ code: 'crashed', message: `${this.label} failed to start: ${describeThrown(error)}` }, 'crashed')
+      throw error
+    }
+    this.status = 'running'
+    this.schedule()
+  }
+
+  /** Queues a user message; false when the mailbox is full or the actor is no longer taking messages. */
+  deliver(kind: number, payload: unknown, from: number, correlation: number, deadline: number): boolean {
+    if (this.status !== 'running' && this.status !== 'starting') return false
+    const types = this.behavior.messageTypes
+    if (types !== undefined) {
+      const msg = (kind === Kind.stream ? (payload as [number, unknown])[1] : payload) as { type?: unknown } | null
+      if (!types.has(msg?.type)) {
+        this.refuseUnknownType(kind, msg, from, correlation)
+        return true
+      }
+    }
+    if (!this.mailbox.push(kind, payload, from, correlation, deadline)) return false
+    this.schedule()
+    return true
+  }
+
+  /** The caller gave up: drop the message if still queued, else abort its signal. */
+  cancel(from: number, correlation: number): void {
+    if (this.mailbox.cancel(from, correlation)) return
+    this.invocations.get(invocationKey(from, correlation))?.cancel()
+  }
+
+  /** The caller's thread died: nobody will read the replies, so stop the work meant for it. */
+  abandonCaller(thread: number): void {
+    for (const [key, invocation] of this.invocations) {
+      if (invocation.from !== thread) continue
+      this.invocations.delete(key)
+      invocation.cancel()
+    }
+  }
+
+  credit(from: number, correlation: number, n: number): void {
+    this.invocations.get(invocationKey(from, correlation))?.credits?.grant(n)
+  }
+
+  /**
+   * Graceful stop: no new messages; in-flight ones get `drainMs` to finish, then their signals
+   * abort and their callers get `stopped`; queued asks get `stopped`, queued tells become dead
+   * letters; then the stop hook runs.
+   */
+  stop(reason: StopReason, drainMs: number): Promise<void> {
+    this.stopping ??= this.stopGracefully(reason, drainMs)
+    return this.stopping
+  }
+
+  private async stopGracefully(reason: StopReason, drainMs: number): Promise<void> {
+    if (this.status === 'starting') await this.initialised // the stop hook needs the state init builds
+    if (this.status !== 'running') return
+    this.status = 'stopping'
+    this.failQueued({ code: 'stopped', message: `${this.label} stopped before handling the message` }, 'stopped')
+    if (this.active > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>(resolve => (this.idle = resolve)),
+        new Promise<void>(resolve => (timer = setTimeout(resolve, drainMs))),
+      ])
+      clearTimeout(timer)
+    }
+    this.controller.abort()
+    this.failInvocations({ code: 'stopped', message: `${this.label} stopped while handling the message` })
+    await this.runStopHook(reason)
+    this.status = 'stopped'
+    this.host.exited(this, reason, undefined)
+  }
+
+  private refuseUnknownType(kind: number, msg: unknown, from: number, correlation: number): void {
+    const type = (msg as { type?: unknown } | null)?.type
+    const message = `${this.label} has no message of type ${JSON.stringify(type) ?? String(type)}`
+    if (kind === Kind.tell) this.host.deadLetter(this.label, msg, 'bad_message')
+    else this.host.fail(from, correlation, { code: 'bad_message', message })
+  }
+
+  private schedule(): void {
+    if (!this.scheduled && this.status === 'running') {
+      this.scheduled = true
+      queueMicrotask(this.drain)
+    }
+  }
+
+  private readonly drain = (): void => {
+    this.scheduled = false
+    const mailbox = this.mailbox
+    let budget = DRAIN_BUDGET
+    while (this.status === 'running' && this.active < this.maxConcurrent && mailbox.take()) {
+      const deadline = mailbox.deadline
+      if (deadline !== NO_DEADLINE && deadline < Date.now()) continue // the asker has already timed out
+      this.handled++
+      const kind = mailbox.kind
+      if (kind === Kind.tell) this.runTell(mailbox.payload)
+      else if (kind === Kind.ask) this.runAsk(mailbox.payload, mailbox.from, mailbox.correlation)
+      else this.runStream(mailbox.payload as [number, unknown], mailbox.from, mailbox.correlation)
+      if (--budget === 0) {
+        this.scheduled = true
+        setImmediate(this.drain)
+        return
+      }
+    }
+  }
+
+  private runTell(msg: unknown): void {
+    let result: unknown
+    try {
+      result = this.definition.receive(this.state, msg, this.context)
+    } catch (error) {
+      this.tellFailed(error)
+      return
+    }
+    if (isThenable(result)) {
+      this.active++
+      result.then(this.settled, error => {
+        this.settled()
+        this.tellFailed(error)
+      })
+    }
+  }
+
+  private runAsk(msg: unknown, from: number, correlation: number): void {
+    const invocation = this.begin(from, correlation)
+    let result: unknown
+    try {
+      result = this.definition.receive(this.state, msg, new InvocationContext(this.context, invocation))
+    } catch (error) {
+      this.askFailed(invocation, error)
+      return
+    }
+    if (!isThenable(result)) {
+      this.finish(invocation, result)
+      return
+    }
+    this.active++
+    result.then(
+      value => {
+        this.settled()
+        this.finish(invocation, value)
+      },
+      error => {
+        this.settled()
+        this.askFailed(invocation, error)
+      },
+    )
+  }
+
+  private runStream([window, msg]: [number, unknown], from: number, correlation: number): void {
+    const invocation = this.begin(from, correlation)
+    if (this.definition.stream === undefined) {
+      this.askFailed(invocation, new ActorError('bad_message', `${this.label} does not stream replies`))
+      return
+    }
+    invocation.credits = new StreamCredits(window)
+    this.active++
+    void this.pump(invocation, msg).finally(this.settled)
+  }
+
+  private async pump(invocation: Invocation, msg: unknown): Promise<void> {
+    const { from, correlation } = invocation
+    const credits = invocation.credits!
+    const signal = invocation.signal
+    let iterator: AsyncIterator<unknown> | undefined
+    try {
+      iterator = this.definition.stream!(this.state, msg, new InvocationContext(this.context, invocation))[Symbol.asyncIterator]()
+      for (;;) {
+        const waiting = credits.available(signal)
+        if (waiting !== undefined) await waiting
+        if (invocation.cancelled || !this.invocations.has(invocationKey(from, correlation))) break
+        const next = await iterator.next()
+        if (!this.invocations.has(invocationKey(from, correlation))) break // crashed or stopped meanwhile
+        if (next.done) {
+          this.invocations.delete(invocationKey(from, correlation))
+          if (!invocation.cancelled) this.host.end(from, correlation)
+          return
+        }
+        if (invocation.cancelled) break
+        credits.spend()
+        this.host.chunk(from, correlation, next.value, this.slot)
+      }
+      this.invocations.delete(invocationKey(from, correlation))
+      // Cancelled: let the generator run its finally blocks, without waiting on it forever.
+      iterator.return?.()?.then(undefined, (error: unknown) => this.log.warn({ err: error }, 'stream generator failed while closing'))
+    } catch (error) {
+      this.askFailed(invocation, error)
+    }
+  }
+
+  private begin(from: number, correlation: number): Invocation {
+    const invocation = new Invocation(from, correlation, this.controller.signal)
+    this.invocations.set(invocationKey(from, correlation), invocation)
+    return invocation
+  }
+
+  private finish(invocation: Invocation, value: unknown): void {
+    if (!this.invocations.delete(invocationKey(invocation.from, invocation.correlation))) return
+    if (!invocation.cancelled) this.host.reply(invocation.from, invocation.correlation, value)
+  }
+
+  private askFailed(invocation: Invocation, error: unknown): void {
+    if (!this.invocations.delete(invocationKey(invocation.from, invocation.correlation))) return
+    if (error instanceof ActorError) {
+      if (!invocation.cancelled) this.host.fail(invocation.from, invocation.correlation, error.toJSON())
+      return
+    }
+    this.host.fail(invocation.from, invocation.correlation, { code: 'crashed', message: describeThrown(error) })
+    this.crash(error)
+  }
+
+  private tellFailed(error: unknown): void {
+    if (error instanceof ActorError) {
+      this.log.warn({ err: error, code: error.code }, 'tell rejected')
+      return
+    }
+    this.crash(error)
+  }
+
+  private readonly settled = (): void => {
+    this.active--
+    if (this.active === 0 && this.idle !== undefined) {
+      const idle = this.idle
+      this.idle = undefined
+      idle()
+    }
+    this.schedule()
+  }
+
+  /** The behaviour failed: fail everything it holds, run its stop hook, report the crash. */
+  crash(error: unknown): void {
+    if (this.status === 'crashed' || this.status === 'stopped') return
+    this.status = 'crashed'
+    this.controller.abort()
+    const failure: ActorErrorData = { code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` }
+    this.failInvocations(failure)
+    this.failQueued(failure, 'crashed')
+    this.log.error({ err: error }, 'actor crashed')
+    void this.runStopHook('crash').finally(() => this.host.exited(this, 'crash', error))
+  }
+
+  private failInvocations(failure: ActorErrorData): void {
+    for (const invocation of this.invocations.values()) {
+      invocation.cancel()
+      this.host.fail(invocation.from, invocation.correlation, failure)
+    }
+    this.invocations.clear()
+  }
+
+  private failQueued(failure: ActorErrorData, deadLetterCode: string): void {
+    const mailbox = this.mailbox
+    while (mailbox.take()) {
+      if (mailbox.kind === Kind.tell) this.host.deadLetter(this.label, mailbox.payload, deadLetterCode)
+      else this.host.fail(mailbox.from, mailbox.correlation, failure)
+    }
+  }
+
+  private async runStopHook(reason: StopReason): Promise<void> {
+    if (this.definition.stop === undefined) return
+    try {
+      await this.definition.stop(this.state, reason, this.context)
+    } catch (error) {
+      this.log.error({ err: error, reason }, 'stop hook failed')
+    }
+  }
+}

@@ -1,0 +1,92 @@
+import { Packr, Unpackr, addExtension } from 'msgpackr'
+import { FIELDS_PER_ENVELOPE } from './envelope.js'
+import { ActorRef } from './ref.js'
+
+/** msgpack extension type for an ActorRef inside a message. */
+const REF_EXTENSION_TYPE = 0x54
+
+/** Whoever decodes a batch turns (slot, generation, name) back into a ref bound to its thread. */
+export interface RefFactory {
+  refFor(slot: number, generation: number, name: string | undefined): ActorRef
+}
+
+/**
+ * msgpackr registers extensions for the whole process, not per decoder, so the decoder that is
+ * running binds itself here for the duration of one synchronous unpack call. Unpacking never
+ * yields, so no other decode can observe the binding: it is a dynamic scope, not shared state.
+ */
+let decodingFor: RefFactory | undefined
+
+addExtension({
+  Class: ActorRef,
+  type: REF_EXTENSION_TYPE,
+  write(ref: ActorRef): unknown {
+    return [ref.slot, ref.generation, ref.name ?? null]
+  },
+  read(data: [number, number, string | null]): ActorRef {
+    if (decodingFor === undefined) throw new Error('an ActorRef can only be decoded by an actor host')
+    return decodingFor.refFor(data[0], data[1], data[2] ?? undefined)
+  },
+})
+
+export interface EncodedBatch {
+  /** An exact-size copy of the packed bytes, safe to transfer. */
+  bytes: Uint8Array | undefined
+  /** Envelope indexes that could not be encoded; they are not in `bytes`. */
+  rejected: Array<{ index: number; reason: string }>
+}
+
+/**
+ * Packs batches of flat envelope fields. Records (msgpackr's shared structures) are defined
+ * inline once per batch, so a batch of similar messages pays for each shape once and no
+ * structure table needs to be kept in sync between threads.
+ */
+export class EnvelopeCodec {
+  private readonly packr = new Packr({ useRecords: true })
+  private readonly unpackr = new Unpackr({ useRecords: true })
+
+  constructor(private readonly refs: RefFactory) {}
+
+  encode(fields: unknown[]): EncodedBatch {
+    try {
+      return { bytes: copyOut(this.packr.pack(fields)), rejected: [] }
+    } catch {
+      // Some payload in the batch is not encodable. Find which envelopes, drop only those, and
+      // report them so asks reject with bad_message instead of the whole batch being lost.
+      return this.encodeSkippingBad(fields)
+    }
+  }
+
+  decode(bytes: Uint8Array): unknown[] {
+    decodingFor = this.refs
+    try {
+      return this.unpackr.unpack(bytes) as unknown[]
+    } finally {
+      decodingFor = undefined
+    }
+  }
+
+  private encodeSkippingBad(fields: unknown[]): EncodedBatch {
+    const kept: unknown[] = []
+    const rejected: EncodedBatch['rejected'] = []
+    for (let i = 0; i < fields.length; i += FIELDS_PER_ENVELOPE) {
+      const envelope = fields.slice(i, i + FIELDS_PER_ENVELOPE)
+      try {
+        this.packr.pack(envelope)
+        kept.push(...envelope)
+      } catch (error) {
+        rejected.push({ index: i / FIELDS_PER_ENVELOPE, reason: error instanceof Error ? error.message : String(error) })
+      }
+    }
+    return { bytes: kept.length > 0 ? copyOut(this.packr.pack(kept)) : undefined, rejected }
+  }
+}
+
+/**
+ * pack() returns a view into msgpackr's reusable scratch buffer. Transferring that view would
+ * detach the scratch buffer, and posting it without transfer copies all of it; copy exactly the
+ * packed bytes instead.
+ */
+function copyOut(view: Uint8Array): Uint8Array {
+  return Uint8Array.prototype.slice.call(view)
+}

@@ -1,0 +1,215 @@
+import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:worker_threads'
+import * as Comlink from 'comlink'
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
+import { Piscina } from 'piscina'
+import type { Level } from 'pino'
+import { ActorError } from './errors.js'
+import type { ActorHost, HostStats } from './host.js'
+import { withTimeout } from './timeout.js'
+import type { HostAdmin, HostThreadInit } from './worker-host.js'
+
+/** How long a worker gets to answer an admin call or a shutdown before it is counted as stuck. */
+const ADMIN_TIMEOUT_MS = 2000
+
+export type ThreadKind = 'pool' | 'dedicated'
+
+/** Under tsx (tests, examples) the host module is TypeScript; once built it is JavaScript. */
+const HOST_MODULE = new URL(import.meta.url.endsWith('.ts') ? './worker-host.ts' : './worker-host.js', import.meta.url).href
+
+/** One worker thread hosting actors. */
+export class HostThread {
+  /** Actors placed here, for least-loaded placement. */
+  actors = 0
+  ready = false
+
+  constructor(
+    readonly threadId: number,
+    readonly kind: ThreadKind,
+    readonly piscina: Piscina,
+    private readonly admin: Comlink.Remote<HostAdmin>,
+    private readonly adminPort: MessagePort,
+  ) {}
+
+  /** comlink has no timeouts and a dead worker never answers: bound every admin call. */
+  stats(): Promise<HostStats> {
+    return withTimeout(this.admin.stats(), ADMIN_TIMEOUT_MS, `stats from thread ${this.threadId}`)
+  }
+
+  closeAdmin(): void {
+    this.admin[Comlink.releaseProxy]()
+    this.adminPort.close()
+  }
+}
+
+export interface WorkerThreadsOptions {
+  readonly host: ActorHost
+  readonly logLevel: Level | 'silent'
+  readonly askTimeoutMs: number
+  readonly resourceLimits: ResourceLimits | undefined
+  /** Node flags for the worker threads; by default they inherit this process's. */
+  readonly execArgv: readonly string[] | undefined
+  /** A worker died (exit, uncaught error, out of memory) while the system was running. */
+  readonly threadDied: (thread: HostThread, error: unknown) => void
+}
+
+/**
+ * The worker threads that host actors: a piscina pool of fixed size for `pool` placement and
+ * one single-thread piscina per `dedicated` actor. piscina starts, replaces and limits the
+ * workers; each worker runs one long-lived host task, and after that all traffic flows over
+ * MessagePorts joining every pair of threads.
+ */
+export class WorkerThreads {
+  private readonly live = new Map<number, HostThread>()
+  private readonly readiness = new Map<number, { resolve(): void; reject(error: unknown): void }>()
+  private readonly waitingForPoolThread: Array<(thread: HostThread) => void> = []
+  private pool: Piscina | undefined
+  private nextThreadId = 1
+  private closing = false
+
+  constructor(private readonly options: WorkerThreadsOptions) {}
+
+  async startPool(size: number): Promise<void> {
+    if (size === 0) return
+    this.pool = this.createPiscina(size, this.options.resourceLimits)
+    await Promise.all(Array.from({ length: size }, () => this.launch(this.pool!, 'pool')))
+  }
+
+  /** The ready pool thread with the fewest actors; waits for a replacement if none is up. */
+  pickPoolThread(): Promise<HostThread> {
+    if (this.pool === undefined) return Promise.reject(new TypeError("placement 'pool' needs workers > 0"))
+    let best: HostThread | undefined
+    for (const thread of this.live.values()) {
+      if (thread.kind === 'pool' && thread.ready && (best === undefined || thread.actors < best.actors)) best = thread
+    }
+    if (best !== undefined) return Promise.resolve(best)
+    return new Promise(resolve => this.waitingForPoolThread.push(resolve))
+  }
+
+  async startDedicated(resourceLimits: ResourceLimits | undefined): Promise<HostThread> {
+    const piscina = this.createPiscina(1, resourceLimits ?? this.options.resourceLimits)
+    try {
+      return await this.launch(piscina, 'dedicated')
+    } catch (error) {
+      await piscina.destroy()
+      throw error
+    }
+  }
+
+  /** Shuts down a dedicated thread whose actor stopped. */
+  async retire(thread: HostThread): Promise<void> {
+    if (!this.live.delete(thread.threadId)) return
+    await this.shutDownThread(thread)
+    await thread.piscina.destroy()
+  }
+
+  threads(): HostThread[] {
+    return [...this.live.values()]
+  }
+
+  get(threadId: number): HostThread | undefined {
+    return this.live.get(threadId)
+  }
+
+  /** The worker's handshake arrived: it is listening on all its links. */
+  markReady(threadId: number): void {
+    this.readiness.get(threadId)?.resolve()
+    this.readiness.delete(threadId)
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    const threads = this.threads()
+    this.live.clear()
+    await Promise.all(threads.map(thread => this.shutDownThread(thread)))
+    const piscinas = new Set(threads.map(thread => thread.piscina))
+    if (this.pool !== undefined) piscinas.add(this.pool)
+    await Promise.all([...piscinas].map(piscina => piscina.destroy()))
+  }
+
+  private createPiscina(threads: number, resourceLimits: ResourceLimits | undefined): Piscina {
+    return new Piscina({
+      filename: HOST_MODULE,
+      minThreads: threads,
+      maxThreads: threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      // The host task never ends while the worker lives, so piscina's idle wait never runs;
+      // 'disabled' makes sure it could never block the worker's event loop if it did.
+      atomics: 'disabled',
+      ...(resourceLimits === undefined ? {} : { resourceLimits }),
+      ...(this.options.execArgv === undefined ? {} : { execArgv: [...this.options.execArgv] }),
+    })
+  }
+
+  private async launch(piscina: Piscina, kind: ThreadKind): Promise<HostThread> {
+    const { host } = this.options
+    const threadId = this.nextThreadId++
+    const toMain = new MessageChannel()
+    const admin = new MessageChannel()
+    const peers: Array<{ thread: number; port: MessagePort }> = []
+    const transfer: MessagePort[] = [toMain.port2, admin.port2]
+    // Every pair of threads gets its own channel: the new thread's end goes in its init, the
+    // other end to the existing thread over the link it already has with the main thread.
+    for (const other of this.live.values()) {
+      const channel = new MessageChannel()
+      host.link(other.threadId)?.sendControl({ ctl: 'peer', thread: threadId, port: channel.port1 }, [channel.port1])
+      peers.push({ thread: other.threadId, port: channel.port2 })
+      transfer.push(channel.port2)
+    }
+    host.addLink(threadId, toMain.port1)
+    const thread = new HostThread(threadId, kind, piscina, Comlink.wrap<HostAdmin>(nodeEndpoint(admin.port1)), admin.port1)
+    this.live.set(threadId, thread)
+    const ready = new Promise<void>((resolve, reject) => this.readiness.set(threadId, { resolve, reject }))
+
+    const init: HostThreadInit = {
+      threadId,
+      directory: host.directory.buffer,
+      logLevel: this.options.logLevel,
+      askTimeoutMs: this.options.askTimeoutMs,
+      mainPort: toMain.port2,
+      adminPort: admin.port2,
+      peers,
+    }
+    piscina.run(init, { transferList: transfer }).then(
+      () => this.exited(thread, new ActorError('crashed', `worker thread ${threadId} ended its host task`)),
+      error => this.exited(thread, error),
+    )
+    await ready
+    thread.ready = true
+    if (kind === 'pool') {
+      for (const waiter of this.waitingForPoolThread.splice(0)) waiter(thread)
+    }
+    return thread
+  }
+
+  private exited(thread: HostThread, error: unknown): void {
+    thread.closeAdmin()
+    this.readiness.get(thread.threadId)?.reject(error)
+    this.readiness.delete(thread.threadId)
+    if (this.closing || !this.live.delete(thread.threadId)) return // expected: shutdown or retire
+    this.announceDown(thread.threadId)
+    this.options.threadDied(thread, error)
+    if (thread.kind === 'pool') {
+      // piscina has already started a replacement worker; give it a host task.
+      this.launch(thread.piscina, 'pool').catch(failure => this.options.host.log.error({ err: failure }, 'replacement worker failed to start'))
+    } else {
+      void thread.piscina.destroy()
+    }
+  }
+
+  private async shutDownThread(thread: HostThread): Promise<void> {
+    try {
+      await this.options.host.askKernel(thread.threadId, { op: 'shutdown' }, ADMIN_TIMEOUT_MS)
+    } catch (error) {
+      this.options.host.log.warn({ err: error, thread: thread.threadId }, 'worker did not acknowledge shutdown; destroying it')
+    }
+    this.announceDown(thread.threadId)
+  }
+
+  /** Every thread fails at once what it was waiting on from `threadId`, and drops its link. */
+  private announceDown(threadId: number): void {
+    const { host } = this.options
+    host.threadDown(threadId)
+    for (const other of this.live.values()) host.tellKernel(other.threadId, { op: 'thread_down', thread: threadId })
+  }
+}

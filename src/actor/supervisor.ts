@@ -1,0 +1,398 @@
+import { EventEmitter } from 'node:events'
+import type { Logger } from 'pino'
+import type { Behavior, StopReason } from './behavior.js'
+import { ActorError, describeThrown } from './errors.js'
+import type { ActorRef } from './ref.js'
+import type { Placement, RestartType, SpawnOptions } from './system-handle.js'
+
+export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one'
+
+export interface BackoffSpec {
+  readonly minMs: number
+  readonly maxMs: number
+  /** Up to this fraction of the delay is added at random, so siblings do not restart in lockstep. */
+  readonly randomFactor?: number
+}
+
+export interface ActorChildSpec<B extends Behavior = Behavior> {
+  readonly id: string
+  readonly behavior: B
+  readonly args?: unknown
+  readonly name?: string
+  readonly placement?: Placement
+  readonly restart?: RestartType
+  readonly shutdownMs?: number
+  readonly mailbox?: SpawnOptions['mailbox']
+  readonly resourceLimits?: SpawnOptions['resourceLimits']
+}
+
+export interface SupervisorChildSpec {
+  readonly id: string
+  readonly supervisor: SupervisorSpec
+  readonly restart?: RestartType
+}
+
+export type ChildSpec = ActorChildSpec | SupervisorChildSpec
+
+export interface SupervisorSpec {
+  readonly strategy: Strategy
+  /** More than `intensity` restarts within `periodMs` and the supervisor gives up and escalates. */
+  readonly intensity?: number
+  readonly periodMs?: number
+  readonly backoff?: BackoffSpec
+  readonly children: readonly ChildSpec[]
+}
+
+export const DEFAULT_INTENSITY = 3
+export const DEFAULT_PERIOD_MS = 5000
+
+export type ChildStatus = 'idle' | 'running' | 'restarting' | 'stopping' | 'stopped' | 'failed'
+
+/** One supervised child as its supervisor sees it: an actor, or a nested supervisor. */
+export interface ChildHandle {
+  readonly id: string
+  readonly restart: RestartType
+  status: ChildStatus
+  restarts: number
+  start(): Promise<void>
+  stop(reason: StopReason): Promise<void>
+  /** Senders get `restarting` until start() runs again. */
+  markRestarting(): void
+  /** The child will not run again: free what it holds (its slot, its name). */
+  release(): void
+}
+
+/** What a supervisor needs from the actor system. */
+export interface SupervisorRuntime {
+  readonly log: Logger
+  createActorChild(spec: ActorChildSpec, owner: Supervisor): ChildHandle & { readonly ref: ActorRef }
+  random(): number
+}
+
+export interface SupervisorEvents {
+  /** A child was restarted (after its backoff). */
+  restarted: [childId: string]
+  /** Intensity was exceeded: every child is stopped and the failure goes to the parent. */
+  failed: [error: unknown]
+  /** Isolating supervisors only: a child exceeded its own intensity and was given up. */
+  gave_up: [childId: string, error: unknown]
+}
+
+const isSupervisorSpec = (spec: ChildSpec): spec is SupervisorChildSpec => 'supervisor' in spec
+
+/**
+ * An OTP-style supervisor: starts its children in order, restarts them by strategy when they
+ * exit, stops them in reverse order, and gives up (escalates) when restarts come faster than
+ * intensity/period allows. Exits are handled one at a time, in arrival order.
+ */
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  readonly id: string
+  readonly strategy: Strategy
+  status: 'idle' | 'running' | 'stopping' | 'stopped' | 'failed' = 'idle'
+
+  private readonly children: ChildHandle[] = []
+  private readonly intensity: number
+  private readonly periodMs: number
+  private readonly backoff: BackoffSpec | undefined
+  private readonly restartLog = new Map<string, number[]>()
+  private exits: Promise<void> = Promise.resolve()
+  private sleeping = new AbortController()
+
+  /**
+   * @param parent the handle this supervisor is to its own supervisor, told when it escalates.
+   * @param isolating count intensity per child and give up only on the child that exceeds it,
+   *   instead of escalating: the behaviour of the system's root, so one failing top-level actor
+   *   does not take the others down.
+   */
+  constructor(
+    id: string,
+    spec: SupervisorSpec,
+    private readonly runtime: SupervisorRuntime,
+    private readonly parent: { escalated(error: unknown): void } | undefined,
+    private readonly isolating = false,
+  ) {
+    super()
+    this.id = id
+    this.strategy = spec.strategy
+    this.intensity = spec.intensity ?? DEFAULT_INTENSITY
+    this.periodMs = spec.periodMs ?? DEFAULT_PERIOD_MS
+    this.backoff = spec.backoff
+    validateSpec(id, spec)
+    for (const childSpec of spec.children) this.children.push(this.createChild(childSpec))
+  }
+
+  /** The ref of actor child `id`. */
+  child<M = unknown>(id: string): ActorRef<M> {
+    const handle = this.children.find(c => c.id === id)
+    if (handle === undefined || !('ref' in handle)) throw new ActorError('no_such_actor', `supervisor ${this.id} has no actor child '${id}'`)
+    return handle.ref as ActorRef<M>
+  }
+
+  /** The nested supervisor `id`. */
+  supervisor(id: string): Supervisor {
+    const handle = this.children.find(c => c.id === id)
+    if (!(handle instanceof SupervisorChild)) throw new ActorError('no_such_actor', `supervisor ${this.id} has no supervisor child '${id}'`)
+    return handle.supervisor
+  }
+
+  get childHandles(): readonly ChildHandle[] {
+    return this.children
+  }
+
+  /** Starts every child in order; if one fails, stops those started and throws. */
+  async start(): Promise<void> {
+    this.status = 'running'
+    this.sleeping = new AbortController()
+    for (const child of this.children) {
+      try {
+        await this.startChild(child)
+      } catch (error) {
+        await this.stopChildren(this.children.filter(c => c.status === 'running'), 'shutdown')
+        this.status = 'failed'
+        throw new ActorError('crashed', `supervisor ${this.id} could not start child '${child.id}': ${describeThrown(error)}`, undefined, { cause: error })
+      }
+    }
+  }
+
+  /** Adds and starts a child at the end of the start order. */
+  async addChild(spec: ChildSpec): Promise<ChildHandle> {
+    if (this.status !== 'running') throw new ActorError('stopped', `supervisor ${this.id} is not running`)
+    if (this.children.some(c => c.id === spec.id)) throw new TypeError(`supervisor ${this.id} already has a child '${spec.id}'`)
+    const child = this.createChild(spec)
+    this.children.push(child)
+    try {
+      await this.startChild(child)
+    } catch (error) {
+      this.forget(child)
+      throw error
+    }
+    return child
+  }
+
+  /** Stops a child for good: it is not restarted, whatever its restart type. */
+  async terminateChild(child: ChildHandle): Promise<void> {
+    await this.exits
+    if (!this.children.includes(child)) return
+    if (child.status === 'running' || child.status === 'restarting') await child.stop('normal')
+    this.forget(child)
+  }
+
+  /** A child exited on its own: crashed, or stopped itself. Handled in arrival order. */
+  childExited(child: ChildHandle, reason: 'crash' | 'normal', error: unknown): void {
+    this.exits = this.exits
+      .then(() => this.onExit(child, reason, error))
+      .catch(failure => this.runtime.log.error({ err: failure, supervisor: this.id }, 'supervisor failed to handle a child exit'))
+  }
+
+  /** Stops every child in reverse start order. Idempotent. */
+  async stop(reason: StopReason = 'shutdown'): Promise<void> {
+    if (this.status === 'stopped' || this.status === 'stopping') return
+    this.status = 'stopping'
+    this.sleeping.abort()
+    await this.exits
+    await this.stopChildren(this.children, reason)
+    this.status = 'stopped'
+  }
+
+  /** Stopped for good: release every child's slot and name. */
+  release(): void {
+    for (const child of this.children) child.release()
+  }
+
+  private createChild(spec: ChildSpec): ChildHandle {
+    if (isSupervisorSpec(spec)) return new SupervisorChild(spec, this.runtime, this)
+    return this.runtime.createActorChild(spec, this)
+  }
+
+  private async startChild(child: ChildHandle): Promise<void> {
+    await child.start()
+    child.status = 'running'
+  }
+
+  private forget(child: ChildHandle): void {
+    const at = this.children.indexOf(child)
+    if (at >= 0) this.children.splice(at, 1)
+    this.restartLog.delete(child.id)
+    child.status = 'stopped'
+    child.release()
+  }
+
+  private async stopChildren(children: readonly ChildHandle[], reason: StopReason): Promise<void> {
+    for (const child of [...children].reverse()) {
+      if (child.status !== 'running' && child.status !== 'restarting') continue
+      child.status = 'stopping'
+      try {
+        await child.stop(reason)
+      } catch (error) {
+        this.runtime.log.error({ err: error, supervisor: this.id, child: child.id }, 'child did not stop cleanly')
+      }
+      child.status = 'stopped'
+    }
+  }
+
+  private async onExit(child: ChildHandle, reason: 'crash' | 'normal', error: unknown): Promise<void> {
+    if (this.status !== 'running' || child.status !== 'running' || !this.children.includes(child)) return
+    const restart = child.restart === 'permanent' || (child.restart === 'transient' && reason === 'crash')
+    if (!restart) {
+      this.forget(child)
+      return
+    }
+    const recent = this.recordRestart(child)
+    if (recent > this.intensity) {
+      if (this.isolating) this.giveUp(child, error)
+      else await this.escalate(child, error)
+      return
+    }
+    const group = this.restartGroup(child)
+    child.status = 'restarting'
+    child.markRestarting()
+    await this.stopChildren(group.filter(c => c !== child && c.status === 'running'), 'restart')
+    for (const member of group) {
+      member.status = 'restarting'
+      member.markRestarting()
+    }
+    const delayMs = this.backoffDelay(recent)
+    if (delayMs > 0 && !(await this.sleep(delayMs))) return
+    for (const member of group) {
+      if (this.status !== 'running') return
+      member.restarts++
+      try {
+        await this.startChild(member)
+      } catch (startError) {
+        // A failed restart is one more crash of that child: count it and try again.
+        member.status = 'running'
+        this.childExited(member, 'crash', startError)
+        return
+      }
+      this.emit('restarted', member.id)
+    }
+  }
+
+  /** Restarts of `child`'s scope within the period, this one included. */
+  private recordRestart(child: ChildHandle): number {
+    const key = this.isolating ? child.id : ''
+    const now = Date.now()
+    const log = (this.restartLog.get(key) ?? []).filter(at => now - at < this.periodMs)
+    log.push(now)
+    this.restartLog.set(key, log)
+    return log.length
+  }
+
+  private restartGroup(child: ChildHandle): ChildHandle[] {
+    const restartable = (c: ChildHandle): boolean => c === child || c.status === 'running'
+    switch (this.strategy) {
+      case 'one_for_one':
+        return [child]
+      case 'one_for_all':
+        return this.children.filter(restartable)
+      case 'rest_for_one':
+        return this.children.slice(this.children.indexOf(child)).filter(restartable)
+    }
+  }
+
+  private backoffDelay(restartsInPeriod: number): number {
+    if (this.backoff === undefined) return 0
+    const { minMs, maxMs, randomFactor = 0 } = this.backoff
+    const base = Math.min(maxMs, minMs * 2 ** (restartsInPeriod - 1))
+    return Math.round(base * (1 + randomFactor * this.runtime.random()))
+  }
+
+  /** Resolves true after `ms`, or false if the supervisor stops first. */
+  private sleep(ms: number): Promise<boolean> {
+    const signal = this.sleeping.signal
+    return new Promise(resolve => {
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(true)
+      }, ms)
+      const onAbort = (): void => {
+        clearTimeout(timer)
+        resolve(false)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  private giveUp(child: ChildHandle, error: unknown): void {
+    this.runtime.log.error({ err: error, supervisor: this.id, child: child.id, intensity: this.intensity, periodMs: this.periodMs }, 'child restarted too often; giving up on it')
+    child.status = 'failed'
+    child.release()
+    this.emit('gave_up', child.id, error)
+  }
+
+  private async escalate(child: ChildHandle, error: unknown): Promise<void> {
+    this.runtime.log.error(
+      { err: error, supervisor: this.id, child: child.id, intensity: this.intensity, periodMs: this.periodMs },
+      'restart intensity exceeded; escalating',
+    )
+    this.status = 'stopping'
+    this.sleeping.abort()
+    await this.stopChildren(this.children, 'shutdown')
+    for (const c of this.children) c.markRestarting()
+    this.status = 'failed'
+    const failure = new ActorError('crashed', `supervisor ${this.id} gave up: child '${child.id}' restarted more than ${this.intensity} times in ${this.periodMs} ms`, undefined, { cause: error })
+    this.emit('failed', failure)
+    this.parent?.escalated(failure)
+  }
+}
+
+/** A nested supervisor as its parent sees it. */
+export class SupervisorChild implements ChildHandle {
+  readonly id: string
+  readonly restart: RestartType
+  readonly supervisor: Supervisor
+  status: ChildStatus = 'idle'
+  restarts = 0
+
+  constructor(spec: SupervisorChildSpec, runtime: SupervisorRuntime, private readonly owner: Supervisor) {
+    this.id = spec.id
+    this.restart = spec.restart ?? 'permanent'
+    this.supervisor = new Supervisor(spec.id, spec.supervisor, runtime, this)
+  }
+
+  start(): Promise<void> {
+    return this.supervisor.start()
+  }
+
+  async stop(reason: StopReason): Promise<void> {
+    await this.supervisor.stop(reason)
+  }
+
+  markRestarting(): void {
+    for (const child of this.supervisor.childHandles) child.markRestarting()
+  }
+
+  release(): void {
+    this.supervisor.release()
+  }
+
+  escalated(error: unknown): void {
+    this.owner.childExited(this, 'crash', error)
+  }
+}
+
+function validateSpec(id: string, spec: SupervisorSpec): void {
+  const where = `supervisor '${id}'`
+  if (!['one_for_one', 'one_for_all', 'rest_for_one'].includes(spec.strategy)) {
+    throw new TypeError(`${where}: strategy must be one_for_one, one_for_all or rest_for_one, got ${String(spec.strategy)}`)
+  }
+  if (spec.intensity !== undefined && (!Number.isInteger(spec.intensity) || spec.intensity < 0)) {
+    throw new TypeError(`${where}: intensity must be a non-negative integer, got ${spec.intensity}`)
+  }
+  if (spec.periodMs !== undefined && !(spec.periodMs > 0)) throw new TypeError(`${where}: periodMs must be positive, got ${spec.periodMs}`)
+  if (spec.backoff !== undefined) {
+    const { minMs, maxMs, randomFactor = 0 } = spec.backoff
+    if (!(minMs >= 0) || !(maxMs >= minMs) || !(randomFactor >= 0)) {
+      throw new TypeError(`${where}: backoff needs 0 <= minMs <= maxMs and randomFactor >= 0`)
+    }
+  }
+  const ids = new Set<string>()
+  for (const child of spec.children) {
+    if (typeof child.id !== 'string' || child.id.length === 0) throw new TypeError(`${where}: every child needs a non-empty id`)
+    if (ids.has(child.id)) throw new TypeError(`${where}: duplicate child id '${child.id}'`)
+    ids.add(child.id)
+    if (child.restart !== undefined && !['permanent', 'transient', 'temporary'].includes(child.restart)) {
+      throw new TypeError(`${where}: child '${child.id}' restart must be permanent, transient or temporary`)
+    }
+  }
+}

@@ -1,0 +1,354 @@
+import os from 'node:os'
+import { pino, type Logger } from 'pino'
+import { z } from 'zod'
+import { ActorChild, type ActorPlacer } from './actor-child.js'
+import { isBehavior, loadBehavior, type ArgsOf, type Behavior, type MessageOf, type StopReason } from './behavior.js'
+import { ActorDirectory, LOCATION_RESTARTING, LOCATION_STOPPED, SlotAllocator } from './directory.js'
+import { ActorError } from './errors.js'
+import { failureToError, type FailureData } from './failure.js'
+import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
+import { describeTree, type SystemSnapshot } from './inspect.js'
+import { WorkerThreads, type HostThread } from './pool.js'
+import type { ActorRef } from './ref.js'
+import { DEFAULT_INTENSITY, DEFAULT_PERIOD_MS, Supervisor, type ActorChildSpec, type SupervisorSpec } from './supervisor.js'
+import type { SpawnOptions, SystemHandle } from './system-handle.js'
+import { withTimeout } from './timeout.js'
+
+/** Past shutdownMs, how long a stop may still take before the actor is written off. */
+const STOP_GRACE_MS = 1000
+
+const positiveMs = z.number().positive()
+const resourceLimitsSchema = z
+  .object({
+    maxOldGenerationSizeMb: z.number().positive(),
+    maxYoungGenerationSizeMb: z.number().positive(),
+    codeRangeSizeMb: z.number().positive(),
+    stackSizeMb: z.number().positive(),
+  })
+  .partial()
+  .strict()
+
+const startOptionsSchema = z
+  .object({
+    workers: z.number().int().min(0).max(1024).optional(),
+    logger: z.custom<Logger>(v => typeof (v as Logger | null)?.child === 'function', 'must be a pino logger').optional(),
+    askTimeoutMs: positiveMs.optional(),
+    startTimeoutMs: positiveMs.optional(),
+    mailboxCapacity: z.number().int().positive().optional(),
+    maxActors: z.number().int().min(2).max(1 << 22).optional(),
+    resourceLimits: resourceLimitsSchema.optional(),
+    execArgv: z.array(z.string()).optional(),
+    restart: z.object({ intensity: z.number().int().min(0).optional(), periodMs: positiveMs.optional() }).strict().optional(),
+  })
+  .strict()
+
+const spawnOptionsSchema = z
+  .object({
+    name: z.string().min(1).optional(),
+    placement: z.enum(['main', 'pool', 'dedicated']).optional(),
+    args: z.unknown().optional(),
+    mailbox: z.object({ capacity: z.number().int().positive() }).strict().optional(),
+    restart: z.enum(['permanent', 'transient', 'temporary']).optional(),
+    shutdownMs: positiveMs.optional(),
+    resourceLimits: resourceLimitsSchema.optional(),
+  })
+  .strict()
+
+export type ActorSystemOptions = z.input<typeof startOptionsSchema>
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
+  const result = schema.safeParse(value ?? {})
+  if (result.success) return result.data
+  const problems = result.error.issues.map(issue => `${[where, ...issue.path].join('.')}: ${issue.message}`)
+  throw new TypeError(problems.join('; '))
+}
+
+/**
+ * The actor system: the main thread's actor host, the worker threads, the actor directory and
+ * the root of the supervision tree. Everything spawned or supervised hangs under the root;
+ * shutdown stops it all in reverse start order.
+ */
+export class ActorSystem implements SystemHandle, ActorPlacer {
+  readonly log: Logger
+  private readonly host: ActorHost
+  private readonly slots: SlotAllocator
+  private readonly threads: WorkerThreads
+  private readonly root: Supervisor
+  private readonly actors = new Map<number, ActorChild>()
+  private readonly names = new Map<string, ActorChild>()
+  private readonly mailboxCapacity: number
+  private readonly startTimeoutMs: number
+  private readonly defaultPlacement: 'main' | 'pool'
+  private anonymous = 0
+  private supervisors = 0
+  private shuttingDown: Promise<void> | undefined
+
+  static async start(options: ActorSystemOptions = {}): Promise<ActorSystem> {
+    const system = new ActorSystem(parse(startOptionsSchema, options, 'options'))
+    try {
+      await system.threads.startPool(options.workers ?? os.availableParallelism())
+    } catch (error) {
+      await system.shutdown()
+      throw error
+    }
+    return system
+  }
+
+  private constructor(options: z.infer<typeof startOptionsSchema>) {
+    this.log = options.logger ?? pino({ level: process.env['TROUPE_LOG_LEVEL'] ?? 'info' })
+    const askTimeoutMs = options.askTimeoutMs ?? 30_000
+    this.mailboxCapacity = options.mailboxCapacity ?? 1024
+    this.startTimeoutMs = options.startTimeoutMs ?? 30_000
+    this.defaultPlacement = options.workers === 0 ? 'main' : 'pool'
+    const directory = ActorDirectory.create(options.maxActors ?? 65_536)
+    this.slots = new SlotAllocator(directory)
+    this.host = new ActorHost({
+      threadId: MAIN_THREAD,
+      directory,
+      log: this.log,
+      askTimeoutMs,
+      system: () => this,
+      onExit: (slot, generation, incarnation, reason, error) => this.actorExited(slot, generation, incarnation, reason, error),
+    })
+    this.host.kernel = {
+      handle: op => this.kernelOp(op),
+      control: (from, message) => {
+        if (message.ctl === 'ready') this.threads.markReady(from)
+      },
+    }
+    this.threads = new WorkerThreads({
+      host: this.host,
+      logLevel: this.log.level as 'info',
+      askTimeoutMs,
+      resourceLimits: options.resourceLimits,
+      execArgv: options.execArgv,
+      threadDied: (thread, error) => this.threadDied(thread, error),
+    })
+    const runtime = { log: this.log, random: Math.random, createActorChild: this.createActorChild }
+    const restart = options.restart ?? {}
+    this.root = new Supervisor(
+      'root',
+      { strategy: 'one_for_one', intensity: restart.intensity ?? DEFAULT_INTENSITY, periodMs: restart.periodMs ?? DEFAULT_PERIOD_MS, children: [] },
+      runtime,
+      undefined,
+      true,
+    )
+    void this.root.start()
+  }
+
+  // ---- the public API ------------------------------------------------------------------
+
+  /** Spawns an actor under the system's root supervisor (restarted per `restart`, permanent by default). */
+  async spawn<B extends Behavior>(behavior: B, options: SpawnOptions<ArgsOf<B>> = {}): Promise<ActorRef<MessageOf<B>>> {
+    this.assertRunning()
+    if (!isBehavior(behavior)) throw new TypeError('spawn: the first argument must be a behaviour made by defineBehavior')
+    const parsed = parse(spawnOptionsSchema, options, 'spawn options')
+    if (parsed.name !== undefined && this.names.has(parsed.name)) {
+      throw new ActorError('name_taken', `an actor named '${parsed.name}' already exists`)
+    }
+    const child = await this.root.addChild({
+      ...parsed,
+      id: parsed.name ?? `${behavior.exportName}-${++this.anonymous}`,
+      behavior,
+    } as ActorChildSpec)
+    return (child as ActorChild).ref as ActorRef<MessageOf<B>>
+  }
+
+  /** Starts a supervisor with its children under the root; resolves once every child has started. */
+  async supervise(spec: SupervisorSpec, options: { id?: string } = {}): Promise<Supervisor> {
+    this.assertRunning()
+    const id = options.id ?? `supervisor-${++this.supervisors}`
+    // Temporary under the root: a supervisor that escalates has given up, and says so itself.
+    await this.root.addChild({ id, supervisor: spec, restart: 'temporary' })
+    return this.root.supervisor(id)
+  }
+
+  async lookup<M = unknown>(name: string): Promise<ActorRef<M> | undefined> {
+    return this.names.get(name)?.ref as ActorRef<M> | undefined
+  }
+
+  /** Stops an actor for good (its supervisor does not restart it). Resolves once it has stopped. */
+  async stop(ref: ActorRef<any>): Promise<void> {
+    const child = this.actors.get(ref.slot)
+    if (child === undefined || child.generation !== ref.generation) return
+    await child.owner.terminateChild(child)
+  }
+
+  /** The supervision tree with every actor's placement, thread, status and counters. */
+  async inspect(): Promise<SystemSnapshot> {
+    const perThread: HostStats[] = [this.host.stats()]
+    const workers = this.threads.threads()
+    const answers = await Promise.allSettled(workers.map(thread => thread.stats()))
+    for (const answer of answers) if (answer.status === 'fulfilled') perThread.push(answer.value)
+    const kinds = new Map<number, string>([[MAIN_THREAD, 'main'], ...workers.map(t => [t.threadId, t.kind] as [number, string])])
+    return describeTree(this.root, perThread, kinds)
+  }
+
+  /** Stops every actor and supervisor in reverse start order, then the worker threads. Idempotent. */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= (async () => {
+      await this.root.stop('shutdown')
+      this.root.release()
+      await this.threads.close()
+      this.host.close()
+    })()
+    return this.shuttingDown
+  }
+
+  private assertRunning(): void {
+    if (this.shuttingDown !== undefined) throw new ActorError('stopped', 'the actor system is shutting down')
+  }
+
+  // ---- supervision: children, placement, exits -----------------------------------------
+
+  private readonly createActorChild = (spec: ActorChildSpec, owner: Supervisor): ActorChild => {
+    if (!isBehavior(spec.behavior)) throw new TypeError(`child '${spec.id}': behavior must be made by defineBehavior`)
+    const placement = spec.placement ?? this.defaultPlacement
+    if (spec.name !== undefined && this.names.has(spec.name)) {
+      throw new ActorError('name_taken', `an actor named '${spec.name}' already exists`)
+    }
+    const { slot, generation } = this.slots.allocate()
+    const child = new ActorChild(
+      {
+        id: spec.id,
+        restart: spec.restart ?? 'permanent',
+        ref: this.host.refFor(slot, generation, spec.name),
+        behavior: spec.behavior,
+        args: spec.args,
+        placement,
+        mailboxCapacity: spec.mailbox?.capacity ?? this.mailboxCapacity,
+        shutdownMs: spec.shutdownMs ?? 5000,
+        resourceLimits: spec.resourceLimits,
+      },
+      owner,
+      this,
+    )
+    this.actors.set(slot, child)
+    if (spec.name !== undefined) this.names.set(spec.name, child)
+    return child
+  }
+
+  async place(child: ActorChild): Promise<void> {
+    const { config } = child
+    const incarnation = ++child.incarnation
+    if (config.placement === 'main') {
+      child.thread = 'main'
+      try {
+        await this.host.hostActor({ ...this.hostedFields(child), name: child.ref.name, behavior: config.behavior, incarnation })
+      } catch (error) {
+        child.thread = undefined
+        throw error
+      }
+      return
+    }
+    const thread = config.placement === 'pool' ? await this.threads.pickPoolThread() : await this.threads.startDedicated(config.resourceLimits)
+    child.thread = thread
+    thread.actors++
+    try {
+      await this.host.askKernel(
+        thread.threadId,
+        { op: 'spawn', ...this.hostedFields(child), incarnation, url: config.behavior.url, exportName: config.behavior.exportName },
+        this.startTimeoutMs,
+      )
+    } catch (error) {
+      child.thread = undefined
+      thread.actors--
+      if (thread.kind === 'dedicated') await this.threads.retire(thread)
+      else if (error instanceof ActorError && error.code === 'timeout') {
+        // init is still running over there; make sure it does not come up after all.
+        this.host.tellKernel(thread.threadId, { op: 'stop', slot: child.slot, reason: 'shutdown', drainMs: 0 })
+      }
+      throw error
+    }
+  }
+
+  private hostedFields(child: ActorChild) {
+    return {
+      slot: child.slot,
+      generation: child.generation,
+      name: child.ref.name ?? null,
+      args: child.config.args,
+      mailboxCapacity: child.config.mailboxCapacity,
+      shutdownMs: child.config.shutdownMs,
+    }
+  }
+
+  async unplace(child: ActorChild, reason: StopReason): Promise<void> {
+    const where = child.thread
+    child.thread = undefined
+    const { slot, generation } = child
+    const { shutdownMs } = child.config
+    if (where === 'main') {
+      await withTimeout(this.host.stopActor(slot, reason, shutdownMs), shutdownMs + STOP_GRACE_MS, `stopping ${child.id}`).catch(error =>
+        this.log.error({ err: error, actor: child.id }, 'actor did not stop in time'),
+      )
+    } else if (where !== undefined) {
+      try {
+        await this.host.askKernel(where.threadId, { op: 'stop', slot, reason, drainMs: shutdownMs }, shutdownMs + STOP_GRACE_MS)
+      } catch (error) {
+        this.log.error({ err: error, actor: child.id, thread: where.threadId }, 'actor did not stop cleanly')
+      }
+      where.actors--
+      // A dedicated worker goes with its actor; destroying it also ends an actor stuck in a loop.
+      if (where.kind === 'dedicated') await this.threads.retire(where)
+    }
+    this.host.directory.publish(slot, generation, reason === 'restart' ? LOCATION_RESTARTING : LOCATION_STOPPED)
+  }
+
+  markRestarting(child: ActorChild): void {
+    this.host.directory.publish(child.slot, child.generation, LOCATION_RESTARTING)
+  }
+
+  release(child: ActorChild): void {
+    if (this.actors.get(child.slot) !== child) return
+    this.actors.delete(child.slot)
+    if (child.ref.name !== undefined && this.names.get(child.ref.name) === child) this.names.delete(child.ref.name)
+    this.slots.release(child.slot)
+  }
+
+  private actorExited(slot: number, generation: number, incarnation: number, reason: 'crash' | 'normal', error: unknown): void {
+    const child = this.actors.get(slot)
+    if (child === undefined || child.generation !== generation || child.incarnation !== incarnation || child.status !== 'running') return
+    const where = child.thread
+    child.thread = undefined
+    if (where !== undefined && where !== 'main') {
+      where.actors--
+      if (where.kind === 'dedicated') void this.threads.retire(where)
+    }
+    child.owner.childExited(child, reason, error)
+  }
+
+  private threadDied(thread: HostThread, error: unknown): void {
+    this.log.error({ err: error, thread: thread.threadId, kind: thread.kind }, 'worker thread died; restarting its actors')
+    for (const child of this.actors.values()) {
+      if (child.thread !== thread) continue
+      child.thread = undefined
+      this.host.directory.publish(child.slot, child.generation, LOCATION_RESTARTING)
+      if (child.status === 'running') child.owner.childExited(child, 'crash', error)
+    }
+  }
+
+  /** Kernel operations other threads ask of the main thread. */
+  private async kernelOp(op: KernelOp): Promise<unknown> {
+    switch (op.op) {
+      case 'exited':
+        this.actorExited(
+          op['slot'] as number,
+          op['generation'] as number,
+          op['incarnation'] as number,
+          op['reason'] as 'crash' | 'normal',
+          failureToError(op['error'] as FailureData | null),
+        )
+        return null
+      case 'lookup':
+        return (await this.lookup(op['name'] as string)) ?? null
+      case 'spawn_request':
+        return this.spawn(await loadBehavior(op['url'] as string, op['exportName'] as string), op['options'] as SpawnOptions)
+      case 'stop_request':
+        await this.stop(op['ref'] as ActorRef)
+        return null
+      default:
+        throw new ActorError('internal', `the main thread has no kernel op '${op.op}'`)
+    }
+  }
+}

@@ -1,0 +1,87 @@
+import type { MessagePort } from 'node:worker_threads'
+import * as Comlink from 'comlink'
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
+import { pino, type Level } from 'pino'
+import { loadBehavior } from './behavior.js'
+import { ActorDirectory } from './directory.js'
+import { ActorError } from './errors.js'
+import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
+import { MainThreadSystem } from './remote-system.js'
+import { describeFailure } from './failure.js'
+
+/** What the main thread hands a worker once, as the payload of its long-lived piscina task. */
+export interface HostThreadInit {
+  readonly threadId: number
+  readonly directory: SharedArrayBuffer
+  readonly logLevel: Level | 'silent'
+  readonly askTimeoutMs: number
+  readonly mainPort: MessagePort
+  readonly adminPort: MessagePort
+  readonly peers: ReadonlyArray<{ readonly thread: number; readonly port: MessagePort }>
+}
+
+/** Introspection served over comlink: admin calls only, never on the message path. */
+export interface HostAdmin {
+  stats(): HostStats
+  memory(): NodeJS.MemoryUsage
+}
+
+/**
+ * The piscina task that turns a pool worker into an actor host. It runs for the worker's whole
+ * life: it resolves only when the main thread sends `shutdown`, so piscina never hands this
+ * worker another task, and the worker's event loop stays free for the actors' timers and I/O.
+ */
+export default async function runHostThread(init: HostThreadInit): Promise<void> {
+  const log = pino({ level: init.logLevel }).child({ thread: init.threadId })
+  let finish!: () => void
+  const finished = new Promise<void>(resolve => (finish = resolve))
+
+  const host: ActorHost = new ActorHost({
+    threadId: init.threadId,
+    directory: new ActorDirectory(init.directory),
+    log,
+    askTimeoutMs: init.askTimeoutMs,
+    system: self => new MainThreadSystem(self),
+    onExit: (slot, generation, incarnation, reason, error) =>
+      host.tellKernel(MAIN_THREAD, { op: 'exited', slot, generation, incarnation, reason, error: describeFailure(error) }),
+  })
+
+  host.kernel = {
+    async handle(op: KernelOp): Promise<unknown> {
+      switch (op.op) {
+        case 'spawn': {
+          const behavior = await loadBehavior(op['url'] as string, op['exportName'] as string)
+          await host.hostActor({
+            slot: op['slot'] as number,
+            generation: op['generation'] as number,
+            incarnation: op['incarnation'] as number,
+            name: (op['name'] as string | null) ?? undefined,
+            behavior,
+            args: op['args'],
+            mailboxCapacity: op['mailboxCapacity'] as number,
+            shutdownMs: op['shutdownMs'] as number,
+          })
+          return null
+        }
+        case 'shutdown':
+          // Close after this reply has been flushed to the main thread.
+          setImmediate(() => {
+            host.close()
+            finish()
+          })
+          return null
+        default:
+          throw new ActorError('internal', `worker thread ${init.threadId} has no kernel op '${op.op}'`)
+      }
+    },
+  }
+
+  host.addLink(MAIN_THREAD, init.mainPort)
+  for (const { thread, port } of init.peers) host.addLink(thread, port)
+  const admin: HostAdmin = { stats: () => host.stats(), memory: () => process.memoryUsage() }
+  Comlink.expose(admin, nodeEndpoint(init.adminPort))
+  host.link(MAIN_THREAD)!.sendControl({ ctl: 'ready', thread: init.threadId })
+
+  await finished
+  init.adminPort.close()
+}
