@@ -12,6 +12,7 @@ export const KERNEL_ERROR_CODES = {
   stopped: 'the target actor stopped before it handled the message',
   no_such_actor: 'no live actor answers to that ref or name',
   bad_message: 'the message could not be encoded for another thread, or its type is not in the protocol',
+  name_taken: 'spawn named an actor with a name another live actor already has',
   internal: 'a kernel invariant failed; a bug in troupe',
 } as const
 

@@ -143,8 +143,16 @@ export class StreamCredits {
   available(signal: AbortSignal): Promise<void> | undefined {
     if (this.credits > 0 || signal.aborted) return undefined
     return new Promise(resolve => {
-      this.wake = resolve
-      signal.addEventListener('abort', () => resolve(), { once: true })
+      const onAbort = (): void => {
+        this.wake = undefined
+        resolve()
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      // A long stream waits for credit many times: each wait must take its listener with it.
+      this.wake = () => {
+        signal.removeEventListener('abort', onAbort)
+        resolve()
+      }
     })
   }
 }

@@ -114,6 +114,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       handle: op => this.kernelOp(op),
       control: (from, message) => {
         if (message.ctl === 'ready') this.threads.markReady(from)
+        else if (message.ctl === 'log') this.writeWorkerLog(message['line'] as string)
       },
     }
     this.threads = new WorkerThreads({
@@ -193,6 +194,11 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       this.host.close()
     })()
     return this.shuttingDown
+  }
+
+  /** A worker's pino line, already serialised at the worker's level, into our destination. */
+  private writeWorkerLog(line: string): void {
+    ;(this.log as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym]?.write(line)
   }
 
   private assertRunning(): void {

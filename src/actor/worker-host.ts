@@ -32,7 +32,10 @@ export interface HostAdmin {
  * worker another task, and the worker's event loop stays free for the actors' timers and I/O.
  */
 export default async function runHostThread(init: HostThreadInit): Promise<void> {
-  const log = pino({ level: init.logLevel }).child({ thread: init.threadId })
+  // Log lines go to the main thread, which writes them to the system logger's own destination:
+  // a worker writing to stdout itself would bypass whatever destination the user configured.
+  const toMain = { write: (line: string): void => host.link(MAIN_THREAD)?.sendControl({ ctl: 'log', line }) }
+  const log = pino({ level: init.logLevel }, toMain).child({ thread: init.threadId })
   let finish!: () => void
   const finished = new Promise<void>(resolve => (finish = resolve))
 

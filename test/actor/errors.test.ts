@@ -1,0 +1,30 @@
+import { readFileSync, readdirSync } from 'node:fs'
+import t from 'tap'
+import { ActorError, KERNEL_ERROR_CODES } from '../../src/index.js'
+
+const documented = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8')
+
+t.test('every kernel error code is documented in docs/errors.md', async t => {
+  for (const code of Object.keys(KERNEL_ERROR_CODES)) t.match(documented, `| \`${code}\` |`, code)
+})
+
+t.test('every code the kernel source raises is a kernel code', async t => {
+  const dir = new URL('../../src/actor/', import.meta.url)
+  const raised = new Set<string>()
+  for (const file of readdirSync(dir)) {
+    if (!file.endsWith('.ts')) continue
+    const source = readFileSync(new URL(file, dir), 'utf8')
+    for (const match of source.matchAll(/new ActorError\('([a-z_]+)'|code: '([a-z_]+)'/g)) raised.add(match[1] ?? match[2]!)
+  }
+  t.ok(raised.size >= 8, `found ${raised.size} codes in the source`)
+  for (const code of raised) t.ok(code in KERNEL_ERROR_CODES, `${code} is listed in KERNEL_ERROR_CODES`)
+})
+
+t.test('an ActorError travels as data and comes back with its code', async t => {
+  const original = new ActorError('rate_limit', 'slow down', { retryAfterMs: 1000 })
+  const wire = JSON.parse(JSON.stringify(original)) as unknown
+  t.same(wire, { code: 'rate_limit', message: 'slow down', data: { retryAfterMs: 1000 } })
+  const back = ActorError.fromData(wire as never)
+  t.equal(back.code, 'rate_limit')
+  t.same(back.data, { retryAfterMs: 1000 })
+})
