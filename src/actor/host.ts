@@ -8,7 +8,7 @@ import { DeadLetters } from './dead-letters.js'
 import { ActorDirectory, KERNEL_SLOT, LOCATION_RESTARTING } from './directory.js'
 import { FIELDS_PER_ENVELOPE, Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
-import { Link, type LinkControl, type LinkEvents } from './link.js'
+import { Link, type LinkControl, type LinkEvents, type LinkRings } from './link.js'
 import { ActorRef, type AskOptions, type MessageRouter, type StreamOptions } from './ref.js'
 import { DEFAULT_STREAM_WINDOW, StreamConsumer, type StreamConsumerHost } from './stream.js'
 import type { SystemHandle } from './system-handle.js'
@@ -51,6 +51,11 @@ export interface ActorHostOptions {
    * hear of it. Stops the supervisor asked for are not reported: it is already waiting on them.
    */
   readonly onExit: (slot: number, generation: number, incarnation: number, reason: 'crash' | 'normal', error: unknown) => void
+  /**
+   * After sending, spin briefly for the answer: 'always' on worker threads, whose event loops
+   * serve actors only; 'awaiting' on the main thread, only while it waits on an ask or stream.
+   */
+  readonly spinAfterSend: 'always' | 'awaiting'
 }
 
 export interface HostStats {
@@ -83,6 +88,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   private readonly codec: EnvelopeCodec
   private readonly askTimeoutMs: number
   private readonly onExit: ActorHostOptions['onExit']
+  private readonly spinAlways: boolean
   private readonly links = new Map<number, Link>()
   /** Envelopes for a thread whose link has not arrived yet, in send order. */
   private readonly awaitingLink = new Map<number, unknown[]>()
@@ -99,6 +105,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.log = options.log
     this.askTimeoutMs = options.askTimeoutMs
     this.onExit = options.onExit
+    this.spinAlways = options.spinAfterSend === 'always'
     this.deadLetters = new DeadLetters(options.log)
     this.codec = new EnvelopeCodec(this)
     this.system = options.system(this)
@@ -306,12 +313,16 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   }
 
   control(peer: number, message: LinkControl): void {
-    if (message.ctl === 'peer') this.addLink(message['thread'] as number, message['port'] as MessagePort)
+    if (message.ctl === 'peer') this.addLink(message['thread'] as number, message['port'] as MessagePort, message['rings'] as LinkRings | undefined)
     else this.kernel?.control?.(peer, message)
   }
 
   linkClosed(peer: number): void {
     this.links.delete(peer)
+  }
+
+  expectsReply(_peer: number): boolean {
+    return this.spinAlways || this.asks.size > 0 || this.consumers.size > 0
   }
 
   // ---- settling on the caller's side ---------------------------------------------------
@@ -429,8 +440,8 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     for (const cell of this.cells.values()) cell.abandonCaller(thread)
   }
 
-  addLink(peer: number, port: MessagePort): void {
-    const link = new Link(peer, port, this.codec, this)
+  addLink(peer: number, port: MessagePort, rings?: LinkRings): void {
+    const link = new Link(peer, port, this.codec, this, rings)
     this.links.set(peer, link)
     const queued = this.awaitingLink.get(peer)
     this.awaitingLink.delete(peer)

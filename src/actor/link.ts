@@ -1,14 +1,25 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { EnvelopeCodec } from './codec.js'
 import { FIELDS_PER_ENVELOPE, F_CORRELATION, F_KIND, F_TARGET } from './envelope.js'
+import { SharedRing, VIA_PORT } from './ring.js'
 
 /**
- * Flushing sooner than a tick's end keeps one post's buffer small, so the receiver starts work
- * while the sender keeps packing; past a few hundred envelopes larger batches gain nothing.
+ * Flushing sooner than a tick's end keeps one batch small, so the receiver starts work while
+ * the sender keeps packing; past a few hundred envelopes larger batches gain nothing.
  */
-const MAX_ENVELOPES_PER_POST = 512
+const MAX_ENVELOPES_PER_BATCH = 512
+/**
+ * How long a sender that expects an answer spins on its inbound ring before returning to its
+ * event loop: under the 60–110 µs it costs to wake a halted vCPU, so a reply that comes within
+ * it is caught at once, and bounded, so a slow reply costs little.
+ */
+const SPIN_MS = 0.05
+/** Batches read from the ring in one turn of the event loop before it yields to timers and I/O. */
+const STEPS_PER_TURN = 64
+/** Bytes per direction per link. */
+export const RING_BYTES = 1 << 20
 
-/** A control message: anything on a link that is not an envelope batch (ports, handshakes). */
+/** A control message: anything on a link that is not an envelope batch (ports, handshakes, logs). */
 export interface LinkControl {
   readonly ctl: string
   readonly [key: string]: unknown
@@ -20,31 +31,62 @@ export interface LinkEvents {
   /** Envelopes the codec could not encode, so the sender can fail them with `bad_message`. */
   unencodable(peer: number, kind: number, target: number, correlation: number, reason: string): void
   linkClosed(peer: number): void
+  /** Whether it is worth spinning for inbound traffic from `peer` after sending to it. */
+  expectsReply(peer: number): boolean
+}
+
+/** The shared memory of one link, as handed to each of its two ends (each end's inbound is the other's outbound). */
+export interface LinkRings {
+  readonly inbound: SharedArrayBuffer
+  readonly outbound: SharedArrayBuffer
+}
+
+export function createLinkRings(): { a: LinkRings; b: LinkRings } {
+  const ab = new SharedArrayBuffer(64 + RING_BYTES)
+  const ba = new SharedArrayBuffer(64 + RING_BYTES)
+  return { a: { inbound: ba, outbound: ab }, b: { inbound: ab, outbound: ba } }
 }
 
 /**
- * One MessagePort between this thread and one peer thread. Envelopes queued in one tick go out
- * together as one msgpack buffer that is transferred, not copied.
+ * One link between this thread and one peer thread. Envelopes queued in one tick go out
+ * together as one msgpack batch: through the shared ring when the link has one, or as a
+ * transferred buffer on the MessagePort. The port always carries control messages, and batches
+ * too large for the ring, announced in the ring by a VIA_PORT marker so order is kept.
  */
 export class Link {
   private outbox: unknown[] = []
   private flushScheduled = false
   private open = true
+  private readonly inbound: SharedRing | undefined
+  private readonly outbound: SharedRing | undefined
+  /** Batches the outbound ring had no room for, sent in order once it has. */
+  private readonly overflow: Uint8Array[] = []
+  private overflowTimer: NodeJS.Timeout | undefined
+  /** Port batches that arrived before the ring marker announcing them was read. */
+  private readonly portBatches: Uint8Array[] = []
+  private blockedOnPort = false
+  private parked = false
+  private stepping = false
+  private stepsThisTurn = 0
 
   constructor(
     readonly peer: number,
     private readonly port: MessagePort,
     private readonly codec: EnvelopeCodec,
     private readonly events: LinkEvents,
+    rings?: LinkRings,
   ) {
+    this.inbound = rings && new SharedRing(rings.inbound)
+    this.outbound = rings && new SharedRing(rings.outbound)
     port.on('message', (data: unknown) => {
-      if (data instanceof Uint8Array) this.events.batch(this.peer, this.codec.decode(data))
+      if (data instanceof Uint8Array) this.portBatch(data)
       else this.events.control(this.peer, data as LinkControl)
     })
     port.on('close', () => {
       this.open = false
       this.events.linkClosed(this.peer)
     })
+    if (this.inbound !== undefined) this.kick()
   }
 
   get isOpen(): boolean {
@@ -54,7 +96,7 @@ export class Link {
   send(kind: number, target: number, generation: number, correlation: number, deadline: number, payload: unknown): void {
     const outbox = this.outbox
     outbox.push(kind, target, generation, correlation, deadline, payload)
-    if (outbox.length >= MAX_ENVELOPES_PER_POST * FIELDS_PER_ENVELOPE) this.flush()
+    if (outbox.length >= MAX_ENVELOPES_PER_BATCH * FIELDS_PER_ENVELOPE) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
       queueMicrotask(this.flush)
@@ -62,7 +104,7 @@ export class Link {
   }
 
   sendControl(message: LinkControl, transfer: readonly (MessagePort | ArrayBuffer)[] = []): void {
-    this.flush() // keep order with envelopes already queued
+    this.flush()
     if (this.open) this.port.postMessage(message, transfer as (MessagePort | ArrayBuffer)[])
   }
 
@@ -73,22 +115,145 @@ export class Link {
     this.outbox = []
     if (!this.open) return
     const { bytes, rejected } = this.codec.encode(fields)
-    if (bytes !== undefined) this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer])
+    if (bytes !== undefined) this.transmit(bytes)
     for (const { index, reason } of rejected) {
       const at = index * FIELDS_PER_ENVELOPE
-      this.events.unencodable(
-        this.peer,
-        fields[at + F_KIND] as number,
-        fields[at + F_TARGET] as number,
-        fields[at + F_CORRELATION] as number,
-        reason,
-      )
+      this.events.unencodable(this.peer, fields[at + F_KIND] as number, fields[at + F_TARGET] as number, fields[at + F_CORRELATION] as number, reason)
     }
+    if (bytes !== undefined && this.inbound !== undefined && this.events.expectsReply(this.peer)) this.spinForInbound()
   }
 
   close(): void {
     this.flush()
     this.open = false
+    clearTimeout(this.overflowTimer)
+    this.inbound?.wake() // let a parked reader see that the link is closed
     this.port.close()
+  }
+
+  // ---- sending -------------------------------------------------------------------------
+
+  private transmit(bytes: Uint8Array): void {
+    if (this.overflow.length === 0 && this.tryTransmit(bytes)) return
+    this.overflow.push(bytes)
+    this.retryOverflow()
+  }
+
+  private tryTransmit(bytes: Uint8Array): boolean {
+    const ring = this.outbound
+    if (ring === undefined) {
+      this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer])
+      return true
+    }
+    if (bytes.byteLength <= ring.maxRecord) return ring.tryWrite(bytes)
+    if (!ring.tryWriteMarker(VIA_PORT)) return false
+    this.port.postMessage(bytes, [bytes.buffer as ArrayBuffer])
+    return true
+  }
+
+  /** The peer is behind: offer the held batches again, in order, until the ring takes them all. */
+  private retryOverflow(): void {
+    if (this.overflowTimer !== undefined) return
+    this.overflowTimer = setTimeout(() => {
+      this.overflowTimer = undefined
+      if (!this.open) return
+      while (this.overflow.length > 0 && this.tryTransmit(this.overflow[0]!)) this.overflow.shift()
+      if (this.overflow.length > 0) this.retryOverflow()
+    }, 1)
+  }
+
+  // ---- receiving -----------------------------------------------------------------------
+
+  private deliver(bytes: Uint8Array): void {
+    this.events.batch(this.peer, this.codec.decode(bytes))
+  }
+
+  private portBatch(bytes: Uint8Array): void {
+    if (this.inbound === undefined) {
+      this.deliver(bytes)
+      return
+    }
+    if (!this.blockedOnPort) {
+      this.portBatches.push(bytes) // it raced ahead of its marker; the reader takes it there
+      return
+    }
+    // The reader already consumed the marker and is waiting for exactly this batch.
+    this.blockedOnPort = false
+    this.deliver(bytes)
+    this.kick()
+  }
+
+  /** Starts the reader stepping through the ring, unless it already is. */
+  private kick(): void {
+    if (this.stepping || !this.open) return
+    this.stepping = true
+    queueMicrotask(this.step)
+  }
+
+  /**
+   * Delivers one batch per microtask, so the actors it fed drain their mailboxes before the
+   * next batch arrives (their drains were queued first), and yields to the event loop every
+   * STEPS_PER_TURN batches so a busy link cannot starve timers and I/O. An empty ring parks the
+   * reader until the sender writes again; exactly one park is ever pending.
+   */
+  private readonly step = (): void => {
+    if (!this.open) {
+      this.stepping = false
+      return
+    }
+    if (this.readOne()) {
+      if (++this.stepsThisTurn < STEPS_PER_TURN) queueMicrotask(this.step)
+      else {
+        this.stepsThisTurn = 0
+        setImmediate(this.step)
+      }
+      return
+    }
+    this.stepping = false
+    this.stepsThisTurn = 0
+    if (this.blockedOnPort || this.parked) return
+    const woken = this.inbound!.park()
+    if (woken === undefined) {
+      this.kick() // data landed while parking
+      return
+    }
+    this.parked = true
+    void woken.then(() => {
+      this.parked = false
+      this.inbound!.unpark()
+      this.kick()
+    })
+  }
+
+  /** Reads and delivers the next batch; false when there is none (or it waits on the port). */
+  private readOne(): boolean {
+    if (this.blockedOnPort) return false
+    const record = this.inbound!.read()
+    if (record === undefined) return false
+    if (record !== VIA_PORT) {
+      this.deliver(record)
+      return true
+    }
+    const held = this.portBatches.shift()
+    if (held === undefined) {
+      this.blockedOnPort = true
+      return false
+    }
+    this.deliver(held)
+    return true
+  }
+
+  private spinForInbound(): void {
+    const ring = this.inbound!
+    const until = performance.now() + SPIN_MS
+    for (let i = 1; ; i++) {
+      if (!ring.isEmpty()) {
+        // The answer we spun for goes straight in; anything behind it follows step by step.
+        this.readOne()
+        this.kick()
+        return
+      }
+      if ((i & 63) === 0 && performance.now() > until) return
+    }
   }
 }

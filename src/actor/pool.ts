@@ -5,6 +5,7 @@ import { Piscina } from 'piscina'
 import type { Level } from 'pino'
 import { ActorError } from './errors.js'
 import type { ActorHost, HostStats } from './host.js'
+import { createLinkRings, type LinkRings } from './link.js'
 import { withTimeout } from './timeout.js'
 import type { HostAdmin, HostThreadInit } from './worker-host.js'
 
@@ -146,17 +147,19 @@ export class WorkerThreads {
     const threadId = this.nextThreadId++
     const toMain = new MessageChannel()
     const admin = new MessageChannel()
-    const peers: Array<{ thread: number; port: MessagePort }> = []
+    const peers: Array<{ thread: number; port: MessagePort; rings: LinkRings }> = []
     const transfer: MessagePort[] = [toMain.port2, admin.port2]
-    // Every pair of threads gets its own channel: the new thread's end goes in its init, the
-    // other end to the existing thread over the link it already has with the main thread.
+    // Every pair of threads gets its own channel and rings: the new thread's ends go in its
+    // init, the other ends to the existing thread over the link it already has with us.
     for (const other of this.live.values()) {
       const channel = new MessageChannel()
-      host.link(other.threadId)?.sendControl({ ctl: 'peer', thread: threadId, port: channel.port1 }, [channel.port1])
-      peers.push({ thread: other.threadId, port: channel.port2 })
+      const rings = createLinkRings()
+      host.link(other.threadId)?.sendControl({ ctl: 'peer', thread: threadId, port: channel.port1, rings: rings.a }, [channel.port1])
+      peers.push({ thread: other.threadId, port: channel.port2, rings: rings.b })
       transfer.push(channel.port2)
     }
-    host.addLink(threadId, toMain.port1)
+    const mainRings = createLinkRings()
+    host.addLink(threadId, toMain.port1, mainRings.a)
     const thread = new HostThread(threadId, kind, piscina, Comlink.wrap<HostAdmin>(nodeEndpoint(admin.port1)), admin.port1)
     this.live.set(threadId, thread)
     const ready = new Promise<void>((resolve, reject) => this.readiness.set(threadId, { resolve, reject }))
@@ -167,6 +170,7 @@ export class WorkerThreads {
       logLevel: this.options.logLevel,
       askTimeoutMs: this.options.askTimeoutMs,
       mainPort: toMain.port2,
+      mainRings: mainRings.b,
       adminPort: admin.port2,
       peers,
     }

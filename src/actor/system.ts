@@ -109,6 +109,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       askTimeoutMs,
       system: () => this,
       onExit: (slot, generation, incarnation, reason, error) => this.actorExited(slot, generation, incarnation, reason, error),
+      spinAfterSend: 'awaiting',
     })
     this.host.kernel = {
       handle: op => this.kernelOp(op),

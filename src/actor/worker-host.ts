@@ -6,6 +6,7 @@ import { loadBehavior } from './behavior.js'
 import { ActorDirectory } from './directory.js'
 import { ActorError } from './errors.js'
 import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
+import type { LinkRings } from './link.js'
 import { MainThreadSystem } from './remote-system.js'
 import { describeFailure } from './failure.js'
 
@@ -16,8 +17,9 @@ export interface HostThreadInit {
   readonly logLevel: Level | 'silent'
   readonly askTimeoutMs: number
   readonly mainPort: MessagePort
+  readonly mainRings: LinkRings
   readonly adminPort: MessagePort
-  readonly peers: ReadonlyArray<{ readonly thread: number; readonly port: MessagePort }>
+  readonly peers: ReadonlyArray<{ readonly thread: number; readonly port: MessagePort; readonly rings: LinkRings }>
 }
 
 /** Introspection served over comlink: admin calls only, never on the message path. */
@@ -47,6 +49,7 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
     system: self => new MainThreadSystem(self),
     onExit: (slot, generation, incarnation, reason, error) =>
       host.tellKernel(MAIN_THREAD, { op: 'exited', slot, generation, incarnation, reason, error: describeFailure(error) }),
+    spinAfterSend: 'always',
   })
 
   host.kernel = {
@@ -79,8 +82,8 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
     },
   }
 
-  host.addLink(MAIN_THREAD, init.mainPort)
-  for (const { thread, port } of init.peers) host.addLink(thread, port)
+  host.addLink(MAIN_THREAD, init.mainPort, init.mainRings)
+  for (const { thread, port, rings } of init.peers) host.addLink(thread, port, rings)
   const admin: HostAdmin = { stats: () => host.stats(), memory: () => process.memoryUsage() }
   Comlink.expose(admin, nodeEndpoint(init.adminPort))
   host.link(MAIN_THREAD)!.sendControl({ ctl: 'ready', thread: init.threadId })

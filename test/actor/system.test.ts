@@ -147,3 +147,16 @@ t.test('after shutdown, asks fail and spawn is refused', async t => {
   await t.rejects(ref.ask({ type: 'get' }), ActorError)
   await t.rejects(system.spawn(counter), { code: 'stopped' })
 })
+
+t.test('a message larger than the ring crosses threads intact and in order', async t => {
+  const system = await startSystem(t)
+  const ref = await system.spawn(counter, { placement: 'pool' })
+  const echo = await system.spawn(probe, { placement: 'pool' })
+  const big = 'z'.repeat(3 * 1024 * 1024) // well past a ring record: it takes the port
+  t.equal(await echo.ask({ type: 'echo', value: big } satisfies ProbeMessage), big)
+  ref.tell({ type: 'add', n: 1 })
+  const bigAdd = ref.ask({ type: 'add', n: 10, pad: big } as never)
+  ref.tell({ type: 'add', n: 100 })
+  t.equal(await bigAdd, 11, 'the large message came after the small one before it')
+  t.equal(await ref.ask({ type: 'get' }), 111, 'and before the small one after it')
+})
