@@ -4,6 +4,7 @@ import { Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { Mailbox } from './mailbox.js'
 import type { ActorRef } from './ref.js'
+import { Invocation, InvocationContext } from './invocation.js'
 import { StreamCredits } from './stream.js'
 import type { SystemHandle } from './system-handle.js'
 
@@ -20,6 +21,8 @@ export interface CellHost {
   end(to: number, correlation: number): void
   fail(to: number, correlation: number, error: ActorErrorData): void
   deadLetter(target: string, message: unknown, code: string): void
+  /** The actor can take no messages until its supervisor decides: mark it restarting. */
+  unavailable(cell: ActorCell): void
   /** The cell stopped or crashed and holds nothing any more. */
   exited(cell: ActorCell, reason: StopReason, error: unknown): void
 }
@@ -35,56 +38,6 @@ export interface CellOptions {
   readonly system: SystemHandle
   readonly log: Logger
   readonly shutdownMs: number
-}
-
-/** One ask or stream being handled: what cancel, credit and crash need to reach it. */
-class Invocation {
-  private controller: AbortController | undefined
-  cancelled = false
-  credits: StreamCredits | undefined
-
-  constructor(
-    readonly from: number,
-    readonly correlation: number,
-    private readonly cellSignal: AbortSignal,
-  ) {}
-
-  /** Created on first use: most asks never look at their signal. */
-  get signal(): AbortSignal {
-    if (this.controller === undefined) {
-      this.controller = new AbortController()
-      if (this.cancelled || this.cellSignal.aborted) this.controller.abort()
-    }
-    return this.controller.signal
-  }
-
-  cancel(): void {
-    this.cancelled = true
-    this.controller?.abort()
-  }
-}
-
-/** The context a behaviour sees while it handles one ask or stream. */
-class InvocationContext<M> implements BehaviorContext<M> {
-  constructor(
-    private readonly base: BehaviorContext<M>,
-    private readonly invocation: Invocation,
-  ) {}
-  get self(): ActorRef<M> {
-    return this.base.self
-  }
-  get system(): SystemHandle {
-    return this.base.system
-  }
-  get log(): Logger {
-    return this.base.log
-  }
-  get signal(): AbortSignal {
-    return this.invocation.signal
-  }
-  stop(): void {
-    this.base.stop()
-  }
 }
 
 const invocationKey = (from: number, correlation: number): number => from * 0x1_0000_0000 + correlation
@@ -389,8 +342,7 @@ export class ActorCell {
       if (!invocation.cancelled) this.host.fail(invocation.from, invocation.correlation, error.toJSON())
       return
     }
-    this.host.fail(invocation.from, invocation.correlation, { code: 'crashed', message: describeThrown(error) })
-    this.crash(error)
+    this.crash(error, invocation)
   }
 
   private tellFailed(error: unknown): void {
@@ -411,11 +363,18 @@ export class ActorCell {
     this.schedule()
   }
 
-  /** The behaviour failed: fail everything it holds, run its stop hook, report the crash. */
-  crash(error: unknown): void {
+  /**
+   * The behaviour failed: fail everything it holds, run its stop hook, report the crash.
+   * `culprit`, the ask whose handling threw, gets the thrown message itself.
+   */
+  crash(error: unknown, culprit?: Invocation): void {
     if (this.status === 'crashed' || this.status === 'stopped') return
     this.status = 'crashed'
+    // Before anyone hears of the crash: a caller that retries on `crashed` must find the actor
+    // marked restarting, not be routed to where it used to run.
+    this.host.unavailable(this)
     this.controller.abort()
+    if (culprit !== undefined) this.host.fail(culprit.from, culprit.correlation, { code: 'crashed', message: describeThrown(error) })
     const failure: ActorErrorData = { code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` }
     this.failInvocations(failure)
     this.failQueued(failure, 'crashed')

@@ -368,6 +368,10 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.deadLetters.record(target, message, code)
   }
 
+  unavailable(cell: ActorCell): void {
+    this.directory.publish(cell.slot, cell.generation, LOCATION_RESTARTING)
+  }
+
   exited(cell: ActorCell, reason: StopReason, error: unknown): void {
     if (this.cells.get(cell.slot) === cell) this.cells.delete(cell.slot)
     if (reason !== 'crash' && !cell.stoppedItself) return

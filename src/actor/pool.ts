@@ -133,7 +133,7 @@ export class WorkerThreads {
       minThreads: threads,
       maxThreads: threads,
       concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
+      idleTimeout: Infinity, // piscina skips its idle timer altogether (a huge finite value would overflow setTimeout)
       // The host task never ends while the worker lives, so piscina's idle wait never runs;
       // 'disabled' makes sure it could never block the worker's event loop if it did.
       atomics: 'disabled',
@@ -191,8 +191,10 @@ export class WorkerThreads {
     this.readiness.get(thread.threadId)?.reject(error)
     this.readiness.delete(thread.threadId)
     if (this.closing || !this.live.delete(thread.threadId)) return // expected: shutdown or retire
-    this.announceDown(thread.threadId)
+    // The directory marks its actors restarting first, so a caller that hears `crashed` and
+    // retries is told `restarting` instead of being routed to the dead thread.
     this.options.threadDied(thread, error)
+    this.announceDown(thread.threadId)
     if (thread.kind === 'pool') {
       // piscina has already started a replacement worker; give it a host task.
       this.launch(thread.piscina, 'pool').catch(failure => this.options.host.log.error({ err: failure }, 'replacement worker failed to start'))

@@ -1,6 +1,6 @@
 import os from 'node:os'
 import { pino, type Logger } from 'pino'
-import { z } from 'zod'
+import type { z } from 'zod'
 import { ActorChild, type ActorPlacer } from './actor-child.js'
 import { isBehavior, loadBehavior, type ArgsOf, type Behavior, type MessageOf, type StopReason } from './behavior.js'
 import { ActorDirectory, LOCATION_RESTARTING, LOCATION_STOPPED, SlotAllocator } from './directory.js'
@@ -12,56 +12,13 @@ import { WorkerThreads, type HostThread } from './pool.js'
 import type { ActorRef } from './ref.js'
 import { DEFAULT_INTENSITY, DEFAULT_PERIOD_MS, Supervisor, type ActorChildSpec, type SupervisorSpec } from './supervisor.js'
 import type { SpawnOptions, SystemHandle } from './system-handle.js'
+import { parse, spawnOptionsSchema, startOptionsSchema, type ActorSystemOptions } from './system-options.js'
 import { withTimeout } from './timeout.js'
+
+export type { ActorSystemOptions } from './system-options.js'
 
 /** Past shutdownMs, how long a stop may still take before the actor is written off. */
 const STOP_GRACE_MS = 1000
-
-const positiveMs = z.number().positive()
-const resourceLimitsSchema = z
-  .object({
-    maxOldGenerationSizeMb: z.number().positive(),
-    maxYoungGenerationSizeMb: z.number().positive(),
-    codeRangeSizeMb: z.number().positive(),
-    stackSizeMb: z.number().positive(),
-  })
-  .partial()
-  .strict()
-
-const startOptionsSchema = z
-  .object({
-    workers: z.number().int().min(0).max(1024).optional(),
-    logger: z.custom<Logger>(v => typeof (v as Logger | null)?.child === 'function', 'must be a pino logger').optional(),
-    askTimeoutMs: positiveMs.optional(),
-    startTimeoutMs: positiveMs.optional(),
-    mailboxCapacity: z.number().int().positive().optional(),
-    maxActors: z.number().int().min(2).max(1 << 22).optional(),
-    resourceLimits: resourceLimitsSchema.optional(),
-    execArgv: z.array(z.string()).optional(),
-    restart: z.object({ intensity: z.number().int().min(0).optional(), periodMs: positiveMs.optional() }).strict().optional(),
-  })
-  .strict()
-
-const spawnOptionsSchema = z
-  .object({
-    name: z.string().min(1).optional(),
-    placement: z.enum(['main', 'pool', 'dedicated']).optional(),
-    args: z.unknown().optional(),
-    mailbox: z.object({ capacity: z.number().int().positive() }).strict().optional(),
-    restart: z.enum(['permanent', 'transient', 'temporary']).optional(),
-    shutdownMs: positiveMs.optional(),
-    resourceLimits: resourceLimitsSchema.optional(),
-  })
-  .strict()
-
-export type ActorSystemOptions = z.input<typeof startOptionsSchema>
-
-function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
-  const result = schema.safeParse(value ?? {})
-  if (result.success) return result.data
-  const problems = result.error.issues.map(issue => `${[where, ...issue.path].join('.')}: ${issue.message}`)
-  throw new TypeError(problems.join('; '))
-}
 
 /**
  * The actor system: the main thread's actor host, the worker threads, the actor directory and
