@@ -1,15 +1,17 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
 
 /**
- * The troupe CLI. Until the stack (config, stores, providers, HTTP) lands, `start` brings up an
- * actor system on the worker pool, prints its tree, and shuts down cleanly on a signal.
+ * The troupe CLI.
+ *   troupe [start] --config stack.yaml   load the config, start the actor system, print its tree
+ *   troupe validate --config stack.yaml  print every config error with its path; exit 1 if any
+ * Until the stack (stores, providers, HTTP) lands, start brings up the actor system only.
  */
 async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
     options: {
       config: { type: 'string', short: 'c' },
@@ -18,17 +20,36 @@ async function main(argv: string[]): Promise<number> {
     },
     allowPositionals: true,
   })
-  if (values.help) {
-    process.stdout.write('usage: troupe [--config stack.yaml] [--workers N]\n')
+  const command = positionals[0] ?? 'start'
+  if (values.help || !['start', 'validate'].includes(command)) {
+    process.stdout.write('usage: troupe [start] [--config stack.yaml] [--workers N]\n       troupe validate --config stack.yaml\n')
+    return values.help ? 0 : 2
+  }
+  let loaded: LoadedConfig | undefined
+  if (values.config !== undefined) {
+    try {
+      loaded = await loadConfigFile(values.config)
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      for (const issue of error.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`)
+      process.stderr.write(`${error.source}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`)
+      return 1
+    }
+    for (const path of loaded.warnings) process.stderr.write(`warning: ${path}: unknown key, ignored\n`)
+  }
+  if (command === 'validate') {
+    if (loaded === undefined) {
+      process.stderr.write('validate needs --config FILE\n')
+      return 2
+    }
+    process.stdout.write(`${summarise(loaded)}\n`)
     return 0
   }
-  const log = pino({ level: process.env['TROUPE_LOG_LEVEL'] ?? 'info', name: 'troupe' })
-  if (values.config !== undefined) {
-    log.warn({ config: values.config, found: existsSync(values.config) }, 'stack.yaml is not loaded yet: this build runs the actor kernel only')
-  }
-  const workers = values.workers === undefined ? undefined : Number(values.workers)
+  const log = pino({ level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info', name: 'troupe' })
+  if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded; this build runs the actor kernel only')
+  const workers = values.workers === undefined ? loaded?.config.troupe.workers : Number(values.workers)
   if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {
-    process.stderr.write(`--workers: expected a non-negative integer, got ${values.workers}\n`)
+    process.stderr.write(`--workers: expected a non-negative integer, got ${String(values.workers)}\n`)
     return 2
   }
   const system = await ActorSystem.start({ logger: log, ...(workers === undefined ? {} : { workers }) })
@@ -64,6 +85,13 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
   })
+}
+
+function summarise({ config, source }: LoadedConfig): string {
+  const providers = Object.values(config.providers).reduce((n, list) => n + list.length, 0)
+  const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
+  const stores = Object.values(config.storage.stores).filter(Boolean).length
+  return `${source}: valid (${count(providers, 'provider')}, ${count(Object.keys(config.storage.backends).length, 'backend')}, ${count(stores, 'store')}, ${count(config.registered_resources.models.length, 'model')})`
 }
 
 main(process.argv.slice(2)).then(

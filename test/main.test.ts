@@ -37,3 +37,36 @@ t.test('bad flags are reported and exit non-zero', async t => {
   t.equal(code, 2)
   t.match(stderr, /--workers: expected a non-negative integer/)
 })
+
+async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [...workerExecArgv(), mainModule, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const [code] = (await once(child, 'exit')) as [number | null]
+  return { code, stdout, stderr }
+}
+
+t.test('validate prints a one-line summary for a valid config and exits 0', async t => {
+  const stack = fileURLToPath(new URL('../stack.yaml', import.meta.url))
+  const { code, stdout } = await runCli(['validate', '--config', stack], { OPENAI_API_KEY: '' })
+  t.equal(code, 0)
+  t.match(stdout, /stack\.yaml: valid \(1 provider, 2 backends, 3 stores, 0 models\)/)
+})
+
+t.test('validate prints every error with its path and exits 1', async t => {
+  const dir = t.testdir({
+    'bad.yaml': 'providers:\n  inference:\n    - provider_id: a\n      provider_type: nope\nserver:\n  port: 70000\nstorage:\n  stores:\n    metadata: { backend: none, namespace: r }\n',
+    'broken.yaml': 'server:\n  port: [1\n',
+  })
+  const bad = await runCli(['validate', '--config', `${dir}/bad.yaml`])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /providers\.inference\[0\]\.provider_type: must look like/)
+  t.match(bad.stderr, /server\.port: Too big/)
+  t.match(bad.stderr, /storage\.stores\.metadata\.backend: no backend named 'none'/)
+  t.match(bad.stderr, /bad\.yaml: 3 errors/)
+  const broken = await runCli(['validate', '--config', `${dir}/broken.yaml`])
+  t.equal(broken.code, 1)
+  t.match(broken.stderr, /broken\.yaml:\d+:\d+: /, 'syntax errors carry line and column')
+})

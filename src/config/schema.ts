@@ -1,0 +1,180 @@
+import { z } from 'zod'
+import { hot, restart } from './reload.js'
+
+/**
+ * The stack.yaml schema: llama-stack's run config v2 in shape (apis, providers, storage
+ * backends and the stores that reference them, registered resources, server), plus troupe's
+ * workflows and its own section. It is the single source of truth: the TypeScript types, the
+ * reload classes, the validator and docs/config.md all come from it.
+ */
+
+const KV_BACKEND_TYPES = ['kv_lmdb', 'kv_redis', 'kv_postgres', 'kv_memory'] as const
+const SQL_BACKEND_TYPES = ['sql_lmdb', 'sql_postgres'] as const
+export type KvBackendType = (typeof KV_BACKEND_TYPES)[number]
+export type SqlBackendType = (typeof SQL_BACKEND_TYPES)[number]
+export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
+  (KV_BACKEND_TYPES as readonly string[]).includes(type) ? 'kv' : (SQL_BACKEND_TYPES as readonly string[]).includes(type) ? 'sql' : undefined
+
+const port = z.number().int().min(1).max(65535)
+
+const lmdbPath = (family: string) => restart(z.string().min(1), `Directory of the LMDB environment for this ${family} backend; created if missing.`)
+const mapSize = restart(z.number().int().positive().default(1024), 'Largest size the LMDB environment may grow to, in MiB.')
+
+/** Postgres connection: either `url`, or host/port/db/user/password. */
+const postgresConnection = {
+  url: restart(z.string().url().optional(), 'postgres:// connection URL; when set, the other connection fields are ignored.'),
+  host: restart(z.string().default('127.0.0.1'), 'Postgres host.'),
+  port: restart(port.default(5432), 'Postgres port.'),
+  db: restart(z.string().default('postgres'), 'Database name.'),
+  user: restart(z.string().default('postgres'), 'User name.'),
+  password: restart(z.string().optional(), 'Password (logged redacted).'),
+  pool_size: restart(z.number().int().positive().default(10), 'Connections in this backend actor\'s pool.'),
+}
+
+export const backendSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: restart(z.literal('kv_lmdb'), 'Embedded key-value store on LMDB (the default).'),
+    path: lmdbPath('kv'),
+    map_size_mb: mapSize,
+  }),
+  z.object({
+    type: restart(z.literal('sql_lmdb'), 'Embedded table store on LMDB: no SQL engine, the same contract as sql_postgres.'),
+    path: lmdbPath('table'),
+    map_size_mb: mapSize,
+  }),
+  z.object({
+    type: restart(z.literal('kv_redis'), 'Key-value store on Redis.'),
+    url: restart(z.string().url(), 'redis:// URL.'),
+  }),
+  z.object({
+    type: restart(z.literal('kv_postgres'), 'Key-value store in a Postgres table.'),
+    ...postgresConnection,
+    table_name: restart(z.string().default('troupe_kv'), 'Table holding the key-value pairs.'),
+  }),
+  z.object({ type: restart(z.literal('sql_postgres'), 'Table store on Postgres, with real columns.'), ...postgresConnection }),
+  z.object({ type: restart(z.literal('kv_memory'), 'In-memory key-value store, lost on restart: for tests.') }),
+])
+export type BackendConfig = z.infer<typeof backendSchema>
+
+const kvStoreRef = z.object({
+  backend: restart(z.string().min(1), 'Name of a kv_* backend under storage.backends.'),
+  namespace: restart(z.string().min(1), 'Key prefix that keeps this store apart from others on the same backend.'),
+})
+const sqlStoreRef = z.object({
+  backend: restart(z.string().min(1), 'Name of a sql_* backend under storage.backends.'),
+  table_name: restart(z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a lowercase SQL identifier'), 'Table this store writes.'),
+})
+const inferenceStoreRef = sqlStoreRef.extend({
+  max_write_queue_size: hot(z.number().int().positive().default(10000), 'Records waiting to be written before writers are slowed (never dropped).'),
+  num_writers: hot(z.number().int().positive().max(64).default(4), 'Concurrent writers draining the queue.'),
+})
+
+/** Which family each named store needs; a store of another name may use either. */
+export const STORE_FAMILIES = { metadata: 'kv', sessions: 'kv', prompts: 'kv', inference: 'sql', conversations: 'sql', runs: 'sql' } as const
+
+const providerSchema = z.object({
+  provider_id: restart(z.string().min(1), 'Unique id of this provider; empty or `__disabled__` drops the provider.'),
+  provider_type: restart(z.string().regex(/^(inline|remote)::[a-z0-9_.-]+$/, 'must look like inline::name or remote::name'), 'Which implementation serves it.'),
+  config: restart(z.record(z.string(), z.unknown()).default({}), "The provider's own settings, validated by its provider type."),
+  module: restart(z.string().optional(), 'Module of an external provider implementation.'),
+})
+export type ProviderConfig = z.infer<typeof providerSchema>
+
+const modelSchema = z.object({
+  model_id: hot(z.string().min(1), 'The id clients use.'),
+  provider_id: hot(z.string().min(1), 'The provider that serves it.'),
+  provider_model_id: hot(z.string().min(1).optional(), "The provider's own name for it; defaults to model_id."),
+  model_type: hot(z.enum(['llm', 'embedding']).default('llm'), 'llm or embedding.'),
+  metadata: hot(z.record(z.string(), z.unknown()).default({}), 'Free-form metadata, e.g. embedding_dimension.'),
+})
+
+const workflowSchema = z.object({
+  workflow_id: restart(z.string().min(1), 'Unique id of the workflow.'),
+  module: restart(z.string().optional(), 'Module that defines an external workflow behaviour.'),
+  config: restart(z.record(z.string(), z.unknown()).default({}), "The workflow's own settings."),
+})
+
+export const stackConfigSchema = z
+  .object({
+    version: restart(z.union([z.literal(2), z.literal('2')]).default(2), 'Config format version; 2 is llama-stack\'s run config v2.'),
+    image_name: hot(z.string().default('troupe'), 'A name for this stack, shown by /v1/version and in logs.'),
+    apis: restart(z.array(z.string().min(1)).default([]), 'The APIs this stack serves.'),
+    providers: restart(z.record(z.string(), z.array(providerSchema)).default({}), 'Providers per API.'),
+    storage: restart(
+      z
+        .object({
+          backends: restart(z.record(z.string(), backendSchema).default({}), 'Named storage backends; each runs as one store actor.'),
+          stores: restart(
+            z
+              .object({
+                metadata: restart(kvStoreRef.optional(), 'The distribution registry (registered resources).'),
+                inference: restart(inferenceStoreRef.optional(), 'Recorded chat completions.'),
+                conversations: restart(sqlStoreRef.optional(), 'Conversations and their items.'),
+                runs: restart(sqlStoreRef.optional(), 'Workflow runs and their events.'),
+                sessions: restart(kvStoreRef.optional(), 'Workflow sessions.'),
+                prompts: restart(kvStoreRef.optional(), 'Stored prompts.'),
+              })
+              .default({}),
+            'Stores, each a reference to a backend plus a namespace (kv) or table (sql).',
+          ),
+        })
+        .default({ backends: {}, stores: {} }),
+      'Storage backends and the stores that use them.',
+    ),
+    registered_resources: hot(
+      z
+        .object({
+          models: hot(z.array(modelSchema).default([]), 'Models registered at start and persisted in the metadata store.'),
+        })
+        .default({ models: [] }),
+      'Resources registered at start.',
+    ),
+    server: restart(
+      z
+        .object({
+          host: restart(z.string().default('0.0.0.0'), 'Interface the HTTP server listens on.'),
+          port: restart(port.default(8321), 'Port the HTTP server listens on.'),
+          auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings.'),
+          cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
+          tls: restart(
+            z
+              .object({
+                certfile: restart(z.string(), 'PEM certificate chain.'),
+                keyfile: restart(z.string(), 'PEM private key.'),
+                cafile: restart(z.string().optional(), 'CA bundle for client certificates.'),
+              })
+              .optional(),
+            'Serve HTTPS with these files.',
+          ),
+        })
+        .default({ host: '0.0.0.0', port: 8321 }),
+      'The OpenAI-compatible HTTP server.',
+    ),
+    workflows: restart(z.array(workflowSchema).default([]), 'Workflows, each run by its own actor.'),
+    logging: hot(
+      z
+        .object({
+          level: hot(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), 'Log level.'),
+          redact: hot(z.array(z.string()).default([]), 'Extra log paths to redact, beyond the built-in secret fields.'),
+        })
+        .default({ level: 'info', redact: [] }),
+      'Logging.',
+    ),
+    troupe: restart(
+      z
+        .object({
+          workers: restart(z.number().int().min(0).max(256).optional(), 'Pool worker threads; defaults to the number of CPUs.'),
+          drain_timeout_ms: hot(z.number().int().positive().default(30_000), 'How long shutdown and restarts wait for in-flight runs.'),
+          ask_timeout_ms: restart(z.number().int().positive().default(30_000), 'Default ask timeout between actors.'),
+          reconciler: hot(
+            z.object({ interval_ms: hot(z.number().int().positive().default(30_000), 'How often declared backends are compared with what they serve.') }).default({ interval_ms: 30_000 }),
+            'The runtime-state reconciler.',
+          ),
+        })
+        .default({ drain_timeout_ms: 30_000, ask_timeout_ms: 30_000, reconciler: { interval_ms: 30_000 } }),
+      "troupe's own runtime settings.",
+    ),
+  })
+
+export type StackConfig = z.infer<typeof stackConfigSchema>
+export type StackConfigInput = z.input<typeof stackConfigSchema>
