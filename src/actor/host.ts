@@ -415,7 +415,9 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     } catch (error) {
       if (this.cells.get(actor.slot) === cell) this.cells.delete(actor.slot)
       this.directory.publish(actor.slot, actor.generation, LOCATION_RESTARTING)
-      throw new ActorError('crashed', `${label} failed to start: ${describeThrown(error)}`, undefined, { cause: error })
+      // A typed error from init (a store whose server is unreachable, say) keeps its code.
+      const code = error instanceof ActorError ? error.code : 'crashed'
+      throw new ActorError(code, `${label} failed to start: ${describeThrown(error)}`, error instanceof ActorError ? error.data : undefined, { cause: error })
     }
     return self
   }

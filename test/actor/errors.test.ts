@@ -1,11 +1,19 @@
 import { readFileSync, readdirSync } from 'node:fs'
 import t from 'tap'
 import { ActorError, KERNEL_ERROR_CODES } from '../../src/index.js'
+import { STORE_ERROR_CODES } from '../../actors/stores/protocol.js'
 
 const documented = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8')
 
 t.test('every kernel error code is documented in docs/errors.md', async t => {
   for (const code of Object.keys(KERNEL_ERROR_CODES)) t.match(documented, `| \`${code}\` |`, code)
+})
+
+t.test('every store error code is documented, and every code the stores raise is listed', async t => {
+  for (const code of Object.keys(STORE_ERROR_CODES)) t.match(documented, `| \`${code}\` |`, code)
+  for (const code of codesRaisedIn(new URL('../../actors/stores/', import.meta.url))) {
+    t.ok(code in STORE_ERROR_CODES || code in KERNEL_ERROR_CODES, `${code} is a store or kernel code`)
+  }
 })
 
 t.test('every code the kernel source raises is a kernel code', async t => {
@@ -28,3 +36,13 @@ t.test('an ActorError travels as data and comes back with its code', async t => 
   t.equal(back.code, 'rate_limit')
   t.same(back.data, { retryAfterMs: 1000 })
 })
+
+function codesRaisedIn(dir: URL): Set<string> {
+  const raised = new Set<string>()
+  for (const entry of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    if (!entry.endsWith('.ts')) continue
+    const source = readFileSync(new URL(entry, dir), 'utf8')
+    for (const match of source.matchAll(/new ActorError\('([a-z_]+)'/g)) raised.add(match[1]!)
+  }
+  return raised
+}

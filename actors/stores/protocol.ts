@@ -1,0 +1,97 @@
+import { z } from 'zod'
+
+/**
+ * The store actors' protocols. One actor serves one configured backend; every store that
+ * references the backend passes its `namespace` (key-value) or its table names (table) in
+ * each message. Values are any msgpack-encodable data.
+ */
+
+export const MAX_KEY_BYTES = 512
+export const MAX_VALUE_BYTES = 16 * 1024 * 1024
+export const MAX_PAGE = 1000
+
+const namespace = z.string().min(1)
+const key = z.string().min(1)
+
+export const kvProtocol = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('get'), namespace, key }),
+  z.object({ type: z.literal('getMany'), namespace, keys: z.array(key) }),
+  z.object({ type: z.literal('set'), namespace, key, value: z.unknown(), ttlMs: z.number().int().positive().optional() }),
+  z.object({ type: z.literal('delete'), namespace, key }),
+  /** Keys starting with `prefix`, in byte order, `limit` at a time; pass back `cursor` for the next page. */
+  z.object({ type: z.literal('scan'), namespace, prefix: z.string().optional(), limit: z.number().int().min(1).max(MAX_PAGE).optional(), cursor: z.string().optional() }),
+])
+export type KvMessage = z.infer<typeof kvProtocol>
+
+export interface KvPage {
+  readonly items: Array<{ key: string; value: unknown }>
+  /** Pass to the next scan; null when this was the last page. */
+  readonly cursor: string | null
+}
+
+export const COLUMN_TYPES = ['text', 'integer', 'real', 'boolean', 'json', 'timestamp'] as const
+export type ColumnType = (typeof COLUMN_TYPES)[number]
+
+const identifier = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a lowercase SQL identifier')
+export const columnSpec = z.object({ type: z.enum(COLUMN_TYPES), nullable: z.boolean().optional() })
+export type ColumnSpec = z.infer<typeof columnSpec>
+
+export const tableSpec = z.object({
+  name: identifier,
+  columns: z.record(identifier, columnSpec),
+  primaryKey: z.array(identifier).min(1),
+  indexes: z.array(z.array(identifier).min(1)).optional(),
+})
+export type TableSpec = z.infer<typeof tableSpec>
+
+/** Equality on every named column. */
+export type Where = Record<string, unknown>
+export interface OrderBy {
+  readonly column: string
+  readonly direction?: 'asc' | 'desc'
+}
+
+const where = z.record(z.string(), z.unknown())
+const row = z.record(z.string(), z.unknown())
+
+export const writeOp = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('insert'), table: identifier, row }),
+  z.object({ type: z.literal('upsert'), table: identifier, row }),
+  z.object({ type: z.literal('update'), table: identifier, where, values: row }),
+  z.object({ type: z.literal('delete'), table: identifier, where }),
+])
+export type WriteOp = z.infer<typeof writeOp>
+
+export const tableProtocol = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('createTable'), table: tableSpec }),
+  ...writeOp.options,
+  z.object({ type: z.literal('fetchOne'), table: identifier, where }),
+  z.object({
+    type: z.literal('fetchAll'),
+    table: identifier,
+    where: where.optional(),
+    orderBy: z.array(z.object({ column: z.string(), direction: z.enum(['asc', 'desc']).optional() })).optional(),
+    limit: z.number().int().min(1).max(MAX_PAGE).optional(),
+    cursor: z.string().optional(),
+  }),
+  /** All or nothing: every op applies, or none does. Replies with each op's count of rows. */
+  z.object({ type: z.literal('transaction'), ops: z.array(writeOp).min(1) }),
+])
+export type TableMessage = z.infer<typeof tableProtocol>
+
+export interface RowPage {
+  readonly rows: Array<Record<string, unknown>>
+  readonly cursor: string | null
+}
+
+/** Codes store actors reject messages with (each is in docs/errors.md). */
+export const STORE_ERROR_CODES = {
+  invalid_key: 'a key is empty, too long, or not a string',
+  value_too_large: `a value encodes to more than ${MAX_VALUE_BYTES} bytes`,
+  unencodable_value: 'a value cannot be encoded as msgpack',
+  unknown_table: 'the table was never created on this backend',
+  bad_row: "a row has a column the table does not declare, a value of the wrong type, or misses a required column",
+  conflict: 'an insert whose primary key already exists',
+  bad_cursor: 'a pagination cursor that this query did not produce',
+  backend_unavailable: 'the backend server could not be reached or failed the operation',
+} as const
