@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util'
 import { askRtt } from './ask-rtt.js'
 import { formatTable, type BenchResult } from './harness.js'
+import { kvStoreThroughput } from './kv-store.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
 
@@ -16,6 +17,7 @@ const benches: Bench[] = [
   { names: ['ask_rtt_p50_pool', 'ask_rtt_p99_pool'], run: askRtt },
   { names: ['tell_tput_pool', 'tell_tput_pool_vs_piscina'], run: tellThroughput },
   { names: ['tell_tput_same_thread'], run: sameThread },
+  { names: ['kv_put_tput_actor', 'kv_get_tput_actor'], run: kvStoreThroughput },
 ]
 
 const { values } = parseArgs({

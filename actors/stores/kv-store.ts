@@ -26,7 +26,8 @@ const DEFAULT_PAGE = 100
  */
 export const kvStore = defineBehavior(import.meta.url, 'kvStore', {
   protocol: kvProtocol,
-  maxConcurrent: 256,
+  // Writes are acknowledged only when durable, so many must be in flight for LMDB to batch them.
+  maxConcurrent: 1024,
   async init(args: KvStoreArgs): Promise<KvStoreState> {
     return { name: args.name, backend: await openBackend(args) }
   },
@@ -87,7 +88,8 @@ async function scan(state: KvStoreState, msg: Extract<KvMessage, { type: 'scan' 
 
 function checkKey(namespace: string, key: string): void {
   if (typeof key !== 'string' || key.length === 0) throw new ActorError('invalid_key', 'a key must be a non-empty string')
-  if (Buffer.byteLength(key) + Buffer.byteLength(namespace) > MAX_KEY_BYTES) {
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no byte count.
+  if ((key.length + namespace.length) * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) + Buffer.byteLength(namespace) > MAX_KEY_BYTES) {
     throw new ActorError('invalid_key', `key '${key.slice(0, 40)}…' and its namespace exceed ${MAX_KEY_BYTES} bytes`)
   }
 }

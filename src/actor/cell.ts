@@ -259,18 +259,21 @@ export class ActorCell {
   }
 
   private runAsk(msg: unknown, from: number, correlation: number): void {
-    const invocation = this.begin(from, correlation)
+    const invocation = new Invocation(from, correlation, this.controller.signal)
     let result: unknown
     try {
       result = this.definition.receive(this.state, msg, new InvocationContext(this.context, invocation))
     } catch (error) {
-      this.askFailed(invocation, error)
+      this.rejectAsk(invocation, error)
       return
     }
+    // A synchronous answer goes straight back: nothing could cancel it or crash under it, so
+    // only asks still pending need to be findable by cancel, credit and crash.
     if (!isThenable(result)) {
-      this.finish(invocation, result)
+      this.host.reply(from, correlation, result)
       return
     }
+    this.invocations.set(invocationKey(from, correlation), invocation)
     this.active++
     result.then(
       value => {
@@ -338,6 +341,11 @@ export class ActorCell {
 
   private askFailed(invocation: Invocation, error: unknown): void {
     if (!this.invocations.delete(invocationKey(invocation.from, invocation.correlation))) return
+    this.rejectAsk(invocation, error)
+  }
+
+  /** A thrown ActorError rejects this one ask; anything else crashes the actor. */
+  private rejectAsk(invocation: Invocation, error: unknown): void {
     if (error instanceof ActorError) {
       if (!invocation.cancelled) this.host.fail(invocation.from, invocation.correlation, error.toJSON())
       return
