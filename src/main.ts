@@ -3,12 +3,14 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
+import { startStores } from './stack/stores.js'
 
 /**
  * The troupe CLI.
  *   troupe [start] --config stack.yaml   load the config, start the actor system, print its tree
  *   troupe validate --config stack.yaml  print every config error with its path; exit 1 if any
- * Until the stack (stores, providers, HTTP) lands, start brings up the actor system only.
+ * start brings up the actor system and one store actor per storage backend; providers, routing
+ * tables and HTTP are not built yet.
  */
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -46,13 +48,23 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   const log = pino({ level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info', name: 'troupe' })
-  if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded; this build runs the actor kernel only')
+  if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded')
   const workers = values.workers === undefined ? loaded?.config.troupe.workers : Number(values.workers)
   if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {
     process.stderr.write(`--workers: expected a non-negative integer, got ${String(values.workers)}\n`)
     return 2
   }
   const system = await ActorSystem.start({ logger: log, ...(workers === undefined ? {} : { workers }) })
+  if (loaded !== undefined) {
+    try {
+      await startStores(system, loaded.config)
+    } catch (error) {
+      log.error({ err: error }, 'the store actors could not start')
+      await system.shutdown()
+      return 1
+    }
+    log.info({ backends: Object.keys(loaded.config.storage.backends) }, 'store actors started; providers and HTTP are not built yet')
+  }
   const snapshot = await system.inspect()
   log.info({ threads: snapshot.threads.map(t => ({ thread: t.thread, kind: t.kind })) }, 'actor system started')
   process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`)

@@ -70,3 +70,25 @@ t.test('validate prints every error with its path and exits 1', async t => {
   t.equal(broken.code, 1)
   t.match(broken.stderr, /broken\.yaml:\d+:\d+: /, 'syntax errors carry line and column')
 })
+
+t.test('start with a config brings up one store actor per backend, then stops cleanly', async t => {
+  const dir = t.testdir({})
+  const stack = fileURLToPath(new URL('../stack.yaml', import.meta.url))
+  const child = spawn(process.execPath, [...workerExecArgv(), mainModule, '--config', stack, '--workers', '1'], {
+    env: { ...process.env, TROUPE_DATA_DIR: dir, TROUPE_LOG_LEVEL: 'info', OPENAI_API_KEY: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  child.stdout.setEncoding('utf8')
+  await new Promise<void>(resolve => {
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk
+      if (stdout.includes('"deadLetters": ')) resolve()
+    })
+  })
+  child.kill('SIGINT')
+  const [code] = (await once(child, 'exit')) as [number | null]
+  t.equal(code, 0)
+  t.match(stdout, /"name": "store:kv_default"/)
+  t.match(stdout, /"name": "store:sql_default"/)
+})

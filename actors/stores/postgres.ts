@@ -14,13 +14,14 @@ export interface PostgresConnection {
 const CONNECT_TIMEOUT_MS = 3000
 
 /** A connection pool for one Postgres backend, checked at once so a bad server fails the start. */
-export async function openPostgresPool(kind: string, name: string, connection: PostgresConnection): Promise<pg.Pool> {
+export async function openPostgresPool(kind: string, name: string, connection: PostgresConnection, types?: pg.CustomTypesConfig): Promise<pg.Pool> {
   const pool = new pg.Pool({
     ...(connection.url !== undefined
       ? { connectionString: connection.url }
       : { host: connection.host, port: connection.port, database: connection.db, user: connection.user, password: connection.password }),
     max: connection.pool_size,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    ...(types === undefined ? {} : { types }),
   })
   pool.on('error', () => {}) // an idle client's error is reported by the next query that needs it
   try {

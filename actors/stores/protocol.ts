@@ -48,7 +48,7 @@ export type TableSpec = z.infer<typeof tableSpec>
 export type Where = Record<string, unknown>
 export interface OrderBy {
   readonly column: string
-  readonly direction?: 'asc' | 'desc'
+  readonly direction?: 'asc' | 'desc' | undefined
 }
 
 const where = z.record(z.string(), z.unknown())

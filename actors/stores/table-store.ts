@@ -1,0 +1,211 @@
+import { pack, unpack } from 'msgpackr'
+import { ActorError, defineBehavior } from '../../src/index.js'
+import type { BackendConfig } from '../../src/config/index.js'
+import type { PageQuery, Row, SortKey, TableBackend } from './table/backend.js'
+import { MAX_PAGE, MAX_VALUE_BYTES, tableProtocol, type ColumnSpec, type OrderBy, type RowPage, type TableMessage, type TableSpec, type Where, type WriteOp } from './protocol.js'
+
+export interface TableStoreArgs {
+  readonly name: string
+  readonly config: Extract<BackendConfig, { type: 'sql_lmdb' | 'sql_postgres' }>
+}
+
+interface TableStoreState {
+  readonly name: string
+  readonly backend: TableBackend
+  readonly tables: Map<string, TableSpec>
+}
+
+const DEFAULT_PAGE = 100
+
+/**
+ * One table backend as an actor. It knows every table's columns, types, primary key and
+ * indexes, and checks each row and query against them before the backend sees it, so bad input
+ * is refused with `bad_row` or `unknown_table` and nothing partial is written. fetchAll pages
+ * with keyset cursors: a page starts strictly after the last row of the previous one in the
+ * query's order, which always ends with the primary key, so no row is skipped or repeated.
+ */
+export const tableStore = defineBehavior(import.meta.url, 'tableStore', {
+  protocol: tableProtocol,
+  maxConcurrent: 256,
+  async init(args: TableStoreArgs): Promise<TableStoreState> {
+    const backend = await openBackend(args)
+    const tables = new Map((await backend.loadTables()).map(spec => [spec.name, spec]))
+    return { name: args.name, backend, tables }
+  },
+  async receive(state, msg: TableMessage) {
+    switch (msg.type) {
+      case 'createTable':
+        checkSpec(msg.table)
+        await state.backend.createTable(msg.table)
+        state.tables.set(msg.table.name, msg.table)
+        return null
+      case 'insert':
+      case 'upsert':
+      case 'update':
+      case 'delete': {
+        const [count] = await state.backend.apply([checkOp(state, msg)])
+        return count
+      }
+      case 'transaction':
+        return state.backend.apply(msg.ops.map(op => checkOp(state, op)))
+      case 'fetchOne': {
+        const table = tableOf(state, msg.table)
+        return (await state.backend.fetchOne(table, checkWhere(table, msg.where))) ?? null
+      }
+      case 'fetchAll':
+        return fetchAll(state, msg)
+    }
+  },
+  async stop(state) {
+    await state.backend.close()
+  },
+})
+
+async function openBackend({ name, config }: TableStoreArgs): Promise<TableBackend> {
+  switch (config.type) {
+    case 'sql_lmdb':
+      return (await import('./table/lmdb.js')).openLmdbTables(config.path, config.map_size_mb)
+    case 'sql_postgres':
+      return (await import('./table/postgres.js')).openPostgresTables(name, config)
+  }
+}
+
+async function fetchAll(state: TableStoreState, msg: Extract<TableMessage, { type: 'fetchAll' }>): Promise<RowPage> {
+  const table = tableOf(state, msg.table)
+  const where = checkWhere(table, msg.where ?? {})
+  const order = effectiveOrder(table, msg.orderBy ?? [])
+  const limit = Math.min(msg.limit ?? DEFAULT_PAGE, MAX_PAGE)
+  const after = msg.cursor === undefined ? undefined : decodeCursor(msg.cursor, table, order)
+  const query: PageQuery = { table, where, order, after, limit: limit + 1 }
+  const rows = await state.backend.fetchPage(query)
+  const page = rows.slice(0, limit)
+  const last = page[page.length - 1]
+  return { rows: page, cursor: rows.length > limit && last !== undefined ? encodeCursor(table, order, last) : null }
+}
+
+/** The query's order, then the primary key columns it does not already name (ascending). */
+function effectiveOrder(table: TableSpec, orderBy: readonly OrderBy[]): SortKey[] {
+  const order: SortKey[] = []
+  for (const { column, direction } of orderBy) {
+    const spec = columnOf(table, column, 'orderBy')
+    if (spec.nullable && !table.primaryKey.includes(column)) {
+      throw new ActorError('bad_row', `table '${table.name}': cannot page in order of nullable column '${column}'`)
+    }
+    if (!order.some(o => o.column === column)) order.push({ column, direction: direction ?? 'asc' })
+  }
+  for (const column of table.primaryKey) if (!order.some(o => o.column === column)) order.push({ column, direction: 'asc' })
+  return order
+}
+
+function encodeCursor(table: TableSpec, order: readonly SortKey[], row: Row): string {
+  return Buffer.from(pack([table.name, order.map(o => `${o.column} ${o.direction}`).join(','), order.map(o => row[o.column])])).toString('base64url')
+}
+
+function decodeCursor(cursor: string, table: TableSpec, order: readonly SortKey[]): unknown[] {
+  let decoded: unknown
+  try {
+    decoded = unpack(Buffer.from(cursor, 'base64url'))
+  } catch {
+    throw new ActorError('bad_cursor', `table '${table.name}': the cursor is not one this store produced`)
+  }
+  const [name, shape, values] = (Array.isArray(decoded) ? decoded : []) as [unknown, unknown, unknown]
+  if (name !== table.name || shape !== order.map(o => `${o.column} ${o.direction}`).join(',') || !Array.isArray(values) || values.length !== order.length) {
+    throw new ActorError('bad_cursor', `table '${table.name}': the cursor belongs to a different query`)
+  }
+  return values
+}
+
+// ---- checking input against the table's spec ----------------------------------------------
+
+function tableOf(state: TableStoreState, name: string): TableSpec {
+  const table = state.tables.get(name)
+  if (table === undefined) throw new ActorError('unknown_table', `backend '${state.name}' has no table '${name}' (createTable it first)`)
+  return table
+}
+
+function columnOf(table: TableSpec, column: string, where: string): ColumnSpec {
+  const spec = table.columns[column]
+  if (spec === undefined) throw new ActorError('bad_row', `table '${table.name}' has no column '${column}' (in ${where})`)
+  return spec
+}
+
+function checkSpec(spec: TableSpec): void {
+  for (const column of [...spec.primaryKey, ...(spec.indexes ?? []).flat()]) {
+    if (spec.columns[column] === undefined) throw new ActorError('bad_row', `table '${spec.name}': key or index column '${column}' is not declared`)
+  }
+  for (const column of spec.primaryKey) {
+    if (spec.columns[column]!.nullable) throw new ActorError('bad_row', `table '${spec.name}': primary key column '${column}' cannot be nullable`)
+    if (spec.columns[column]!.type === 'json') throw new ActorError('bad_row', `table '${spec.name}': primary key column '${column}' cannot be json`)
+  }
+}
+
+function checkOp(state: TableStoreState, op: WriteOp): { op: WriteOp; table: TableSpec } {
+  const table = tableOf(state, op.table)
+  switch (op.type) {
+    case 'insert':
+    case 'upsert':
+      return { op: { ...op, row: checkRow(table, op.row, true) }, table }
+    case 'update': {
+      const values = checkRow(table, op.values, false)
+      for (const column of table.primaryKey) {
+        if (column in values) throw new ActorError('bad_row', `table '${table.name}': update cannot change primary key column '${column}'`)
+      }
+      return { op: { ...op, where: checkWhere(table, op.where), values }, table }
+    }
+    case 'delete':
+      return { op: { ...op, where: checkWhere(table, op.where) }, table }
+  }
+}
+
+/** A complete row (every column, nullable ones defaulting to null), or the named subset for an update. */
+function checkRow(table: TableSpec, row: Row, complete: boolean): Row {
+  const out: Row = {}
+  for (const [column, value] of Object.entries(row)) {
+    const spec = columnOf(table, column, 'row')
+    out[column] = checkValue(table, column, spec, value)
+  }
+  if (complete) {
+    for (const [column, spec] of Object.entries(table.columns)) {
+      if (column in out) continue
+      if (!spec.nullable) throw new ActorError('bad_row', `table '${table.name}': row is missing required column '${column}'`)
+      out[column] = null
+    }
+  }
+  let size: number
+  try {
+    size = pack(out).byteLength
+  } catch (error) {
+    throw new ActorError('unencodable_value', `table '${table.name}': row cannot be encoded: ${(error as Error).message}`)
+  }
+  if (size > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${size} bytes, more than ${MAX_VALUE_BYTES}`)
+  return out
+}
+
+function checkWhere(table: TableSpec, where: Where): Where {
+  for (const [column, value] of Object.entries(where)) checkValue(table, column, columnOf(table, column, 'where'), value, true)
+  return where
+}
+
+function checkValue(table: TableSpec, column: string, spec: ColumnSpec, value: unknown, inWhere = false): unknown {
+  if (value === null || value === undefined) {
+    if (!spec.nullable && !inWhere) throw new ActorError('bad_row', `table '${table.name}': column '${column}' cannot be null`)
+    return null
+  }
+  const ok = (() => {
+    switch (spec.type) {
+      case 'text':
+        return typeof value === 'string'
+      case 'integer':
+      case 'timestamp':
+        return Number.isSafeInteger(value)
+      case 'real':
+        return typeof value === 'number' && Number.isFinite(value)
+      case 'boolean':
+        return typeof value === 'boolean'
+      case 'json':
+        return true
+    }
+  })()
+  if (!ok) throw new ActorError('bad_row', `table '${table.name}': column '${column}' is ${spec.type}, got ${JSON.stringify(value)?.slice(0, 40) ?? typeof value}`)
+  return value
+}

@@ -1,0 +1,45 @@
+import type { TableSpec, Where, WriteOp } from '../protocol.js'
+
+export type Row = Record<string, unknown>
+
+/** One column of a page order, its direction settled. */
+export interface SortKey {
+  readonly column: string
+  readonly direction: 'asc' | 'desc'
+}
+
+/** A page query after the store actor has checked it: `order` always ends with the primary key. */
+export interface PageQuery {
+  readonly table: TableSpec
+  readonly where: Where
+  readonly order: readonly SortKey[]
+  /** The sort values of the last row of the previous page; rows strictly after it. */
+  readonly after: readonly unknown[] | undefined
+  readonly limit: number
+}
+
+/**
+ * What a table backend implements. The store actor above it checks every row and query
+ * against the table's spec first, so a backend sees only well-formed input.
+ */
+export interface TableBackend {
+  /** Specs of the tables created on this backend before, so a restarted actor knows them. */
+  loadTables(): Promise<TableSpec[]>
+  createTable(spec: TableSpec): Promise<void>
+  /** All the ops in one transaction; each op's count of rows written. Throws (writes nothing) on any failure. */
+  apply(ops: ReadonlyArray<{ op: WriteOp; table: TableSpec }>): Promise<number[]>
+  fetchOne(table: TableSpec, where: Where): Promise<Row | undefined>
+  fetchPage(query: PageQuery): Promise<Row[]>
+  close(): Promise<void>
+}
+
+/** Compares rows' sort values in a page order: strings by UTF-8 bytes, the order Postgres (COLLATE "C") uses. */
+export function compareRows(order: readonly SortKey[], a: readonly unknown[], b: readonly unknown[]): number {
+  for (let i = 0; i < order.length; i++) {
+    const x = a[i]
+    const y = b[i]
+    const c = typeof x === 'string' && typeof y === 'string' ? Buffer.compare(Buffer.from(x), Buffer.from(y)) : x === y ? 0 : (x as number) < (y as number) ? -1 : 1
+    if (c !== 0) return order[i]!.direction === 'desc' ? -c : c
+  }
+  return 0
+}

@@ -1,0 +1,146 @@
+import { mkdirSync } from 'node:fs'
+import { open, type Key as LmdbKey } from 'lmdb'
+import { ActorError } from '../../../src/index.js'
+import type { TableSpec, Where, WriteOp } from '../protocol.js'
+import { compareRows, type PageQuery, type Row, type TableBackend } from './backend.js'
+
+/** Column values are LMDB key parts (ordered-binary also takes null, which lmdb-js's type omits). */
+type Key = LmdbKey[]
+const SPEC = 'm' // ['m', table] -> spec
+const ROW = 'r' // ['r', table, ...primary key] -> row
+const INDEX = 'x' // ['x', table, index number, ...indexed values, ...primary key] -> true
+
+/**
+ * sql_lmdb: tables on LMDB with no SQL engine. Rows, index entries and specs share one ordered
+ * key space; every write batch runs in one LMDB write transaction, so it lands whole or not at
+ * all (a child transaction: see apply). A query uses the primary key or the index whose leading columns its `where` names most
+ * of, and falls back to scanning the table; pages are sorted in memory.
+ */
+export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
+  mkdirSync(path, { recursive: true })
+  const db = open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false })
+
+  const pkOf = (table: TableSpec, row: Row): Key => table.primaryKey.map(column => row[column] as LmdbKey)
+  const rowKey = (table: TableSpec, row: Row): Key => [ROW, table.name, ...pkOf(table, row)]
+  const indexKeys = (table: TableSpec, row: Row): Key[] =>
+    (table.indexes ?? []).map((columns, i) => [INDEX, table.name, i, ...columns.map(column => (row[column] ?? null) as LmdbKey), ...pkOf(table, row)])
+
+  const putRow = (table: TableSpec, row: Row): void => {
+    void db.put(rowKey(table, row), row)
+    for (const key of indexKeys(table, row)) void db.put(key, true)
+  }
+  const removeRow = (table: TableSpec, row: Row): void => {
+    void db.remove(rowKey(table, row))
+    for (const key of indexKeys(table, row)) void db.remove(key)
+  }
+
+  const matches = (row: Row, where: Where): boolean => Object.entries(where).every(([column, value]) => (row[column] ?? null) === (value ?? null))
+
+  /** Rows matching `where`, through the primary key, the best index, or a scan. */
+  function* matching(table: TableSpec, where: Where): Generator<Row> {
+    if (table.primaryKey.every(column => column in where && where[column] !== null)) {
+      const row = db.get([ROW, table.name, ...table.primaryKey.map(column => where[column] as LmdbKey)]) as Row | undefined
+      if (row !== undefined && matches(row, where)) yield row
+      return
+    }
+    let best: { index: number; prefix: Key } | undefined
+    ;(table.indexes ?? []).forEach((columns, index) => {
+      const prefix: Key = []
+      for (const column of columns) {
+        if (!(column in where)) break
+        prefix.push((where[column] ?? null) as LmdbKey)
+      }
+      if (prefix.length > 0 && (best === undefined || prefix.length > best.prefix.length)) best = { index, prefix }
+    })
+    if (best !== undefined) {
+      const start: Key = [INDEX, table.name, best.index, ...best.prefix]
+      const width = (table.indexes![best.index]!).length
+      for (const { key } of db.getRange({ start })) {
+        if (!startsWith(key as Key, start)) break
+        const row = db.get([ROW, table.name, ...(key as Key).slice(3 + width)]) as Row | undefined
+        if (row !== undefined && matches(row, where)) yield row
+      }
+      return
+    }
+    const start: Key = [ROW, table.name]
+    for (const { key, value } of db.getRange({ start })) {
+      if (!startsWith(key as Key, start)) break
+      if (matches(value as Row, where)) yield value as Row
+    }
+  }
+
+  const applyOne = (op: WriteOp, table: TableSpec): number => {
+    switch (op.type) {
+      case 'insert': {
+        if (db.doesExist(rowKey(table, op.row))) {
+          throw new ActorError('conflict', `table '${table.name}': a row with primary key ${JSON.stringify(pkOf(table, op.row))} already exists`)
+        }
+        putRow(table, op.row)
+        return 1
+      }
+      case 'upsert': {
+        const old = db.get(rowKey(table, op.row)) as Row | undefined
+        if (old !== undefined) removeRow(table, old)
+        putRow(table, op.row)
+        return 1
+      }
+      case 'update': {
+        const rows = [...matching(table, op.where)]
+        for (const row of rows) {
+          removeRow(table, row)
+          putRow(table, { ...row, ...op.values })
+        }
+        return rows.length
+      }
+      case 'delete': {
+        const rows = [...matching(table, op.where)]
+        for (const row of rows) removeRow(table, row)
+        return rows.length
+      }
+    }
+  }
+
+  return {
+    loadTables: async () => {
+      const specs: TableSpec[] = []
+      for (const { key, value } of db.getRange({ start: [SPEC] })) {
+        if ((key as Key)[0] !== SPEC) break
+        specs.push(value as TableSpec)
+      }
+      return specs
+    },
+    createTable: async spec => {
+      await db.transaction(() =>
+        db.childTransaction(() => {
+        const old = db.get([SPEC, spec.name]) as TableSpec | undefined
+        void db.put([SPEC, spec.name], spec)
+        if (old === undefined || JSON.stringify(old.indexes ?? []) === JSON.stringify(spec.indexes ?? [])) return
+        // The indexes changed: rebuild every entry of this table's indexes.
+        for (const { key } of db.getRange({ start: [INDEX, spec.name] })) {
+          if ((key as Key)[0] !== INDEX || (key as Key)[1] !== spec.name) break
+          void db.remove(key as Key)
+        }
+        for (const row of matching(spec, {})) for (const key of indexKeys(spec, row)) void db.put(key, true)
+        }),
+      )
+    },
+    // lmdb-js's async transaction() shares one commit with other writes and keeps what a failing
+    // callback wrote before it threw; a child transaction inside it is what rolls back.
+    apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(({ op, table }) => applyOne(op, table)))),
+    fetchOne: async (table, where) => matching(table, where).next().value ?? undefined,
+    fetchPage: async ({ table, where, order, after, limit }: PageQuery) => {
+      const sortValues = (row: Row): unknown[] => order.map(o => row[o.column])
+      const rows = [...matching(table, where)].filter(row => after === undefined || compareRows(order, sortValues(row), after) > 0)
+      rows.sort((a, b) => compareRows(order, sortValues(a), sortValues(b)))
+      return rows.slice(0, limit)
+    },
+    close: async () => {
+      await db.flushed
+      await db.close()
+    },
+  }
+}
+
+function startsWith(key: Key, prefix: Key): boolean {
+  return prefix.every((part, i) => key[i] === part)
+}
