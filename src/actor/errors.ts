@@ -50,15 +50,6 @@ export class ActorError extends Error {
   }
 }
 
-export function isActorErrorData(value: unknown): value is ActorErrorData {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as ActorErrorData).code === 'string' &&
-    typeof (value as ActorErrorData).message === 'string'
-  )
-}
-
 /** The message of anything thrown, for logs and for the `crashed` error an asker receives. */
 export function describeThrown(thrown: unknown): string {
   if (thrown instanceof Error) return thrown.message

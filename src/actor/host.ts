@@ -6,7 +6,7 @@ import { ActorCell, type CellHost } from './cell.js'
 import { EnvelopeCodec, type RefFactory } from './codec.js'
 import { DeadLetters } from './dead-letters.js'
 import { ActorDirectory, KERNEL_SLOT, LOCATION_RESTARTING } from './directory.js'
-import { FIELDS_PER_ENVELOPE, Kind, NO_DEADLINE } from './envelope.js'
+import { FIELDS_PER_ENVELOPE, F_CORRELATION, F_DEADLINE, F_GENERATION, F_KIND, F_PAYLOAD, F_TARGET, Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { Link, type LinkControl, type LinkEvents, type LinkRings } from './link.js'
 import { ActorRef, type AskOptions, type MessageRouter, type StreamOptions } from './ref.js'
@@ -223,15 +223,15 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
 
   batch(peer: number, fields: unknown[]): void {
     for (let i = 0; i < fields.length; i += FIELDS_PER_ENVELOPE) {
-      const kind = fields[i] as number
-      const target = fields[i + 1] as number
-      const correlation = fields[i + 3] as number
-      const payload = fields[i + 5]
+      const kind = fields[i + F_KIND] as number
+      const target = fields[i + F_TARGET] as number
+      const correlation = fields[i + F_CORRELATION] as number
+      const payload = fields[i + F_PAYLOAD]
       switch (kind) {
         case Kind.tell:
         case Kind.ask:
         case Kind.stream:
-          this.deliverHere(kind, target, fields[i + 2] as number, peer, correlation, fields[i + 4] as number, payload)
+          this.deliverHere(kind, target, fields[i + F_GENERATION] as number, peer, correlation, fields[i + F_DEADLINE] as number, payload)
           break
         case Kind.reply:
           this.asks.resolve(correlation, payload)
@@ -434,7 +434,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     const queued = this.awaitingLink.get(thread) ?? []
     this.awaitingLink.delete(thread)
     for (let i = 0; i < queued.length; i += FIELDS_PER_ENVELOPE) {
-      this.undeliverable(thread, queued[i] as number, queued[i + 1] as number, queued[i + 3] as number, queued[i + 5])
+      this.undeliverable(thread, queued[i + F_KIND] as number, queued[i + F_TARGET] as number, queued[i + F_CORRELATION] as number, queued[i + F_PAYLOAD])
     }
     const crashed = (): ActorError => new ActorError('crashed', `worker thread ${thread} died with the message in flight`)
     this.asks.rejectThread(thread, crashed)
@@ -453,7 +453,14 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.awaitingLink.delete(peer)
     if (queued === undefined) return
     for (let i = 0; i < queued.length; i += FIELDS_PER_ENVELOPE) {
-      link.send(queued[i] as number, queued[i + 1] as number, queued[i + 2] as number, queued[i + 3] as number, queued[i + 4] as number, queued[i + 5])
+      link.send(
+        queued[i + F_KIND] as number,
+        queued[i + F_TARGET] as number,
+        queued[i + F_GENERATION] as number,
+        queued[i + F_CORRELATION] as number,
+        queued[i + F_DEADLINE] as number,
+        queued[i + F_PAYLOAD],
+      )
     }
   }
 

@@ -107,10 +107,6 @@ export class WorkerThreads {
     return [...this.live.values()]
   }
 
-  get(threadId: number): HostThread | undefined {
-    return this.live.get(threadId)
-  }
-
   /** The worker's handshake arrived: it is listening on all its links. */
   markReady(threadId: number): void {
     this.readiness.get(threadId)?.resolve()

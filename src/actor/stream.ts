@@ -42,11 +42,6 @@ export class StreamConsumer<C> implements AsyncIterator<C> {
     return this.finished
   }
 
-  /** How many chunks are buffered here and not yet taken; never more than the window. */
-  get bufferedCount(): number {
-    return this.buffered.length
-  }
-
   push(chunk: C): void {
     if (this.finished) return
     if (this.waiter !== undefined) {

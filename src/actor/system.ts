@@ -198,7 +198,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     if (config.placement === 'main') {
       child.thread = 'main'
       try {
-        await this.host.hostActor({ ...this.hostedFields(child), name: child.ref.name, behavior: config.behavior, incarnation })
+        await this.host.hostActor({ ...this.hostedFields(child), behavior: config.behavior, incarnation })
       } catch (error) {
         child.thread = undefined
         throw error
@@ -230,7 +230,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     return {
       slot: child.slot,
       generation: child.generation,
-      name: child.ref.name ?? null,
+      name: child.ref.name, // msgpack carries undefined as such
       args: child.config.args,
       mailboxCapacity: child.config.mailboxCapacity,
       shutdownMs: child.config.shutdownMs,

@@ -61,7 +61,7 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
             slot: op['slot'] as number,
             generation: op['generation'] as number,
             incarnation: op['incarnation'] as number,
-            name: (op['name'] as string | null) ?? undefined,
+            name: op['name'] as string | undefined,
             behavior,
             args: op['args'],
             mailboxCapacity: op['mailboxCapacity'] as number,

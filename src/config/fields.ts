@@ -73,6 +73,13 @@ function discriminatorValue(option: z.ZodType, key: string): string | undefined 
   return values?.[0] === undefined ? undefined : String(values[0])
 }
 
+/** The branch of a discriminated union that `value`'s discriminator selects. */
+function branchFor(def: Def, value: unknown): z.ZodType | undefined {
+  const key = def.discriminator
+  if (key === undefined || !isPlainObject(value)) return undefined
+  return def.options?.find(option => discriminatorValue(option, key) === value[key])
+}
+
 /** Every field of the schema, depth first, in declaration order. */
 export function listFields(schema: z.ZodType = stackConfigSchema): FieldInfo[] {
   const out: FieldInfo[] = []
@@ -121,10 +128,8 @@ export function reloadClassOf(path: readonly Segment[], value: unknown, schema: 
     if (node === undefined) break
     let def = defOf(unwrap(node).inner)
     if (def.type === 'union') {
-      const options: z.ZodType[] = def.options ?? []
-      const discriminator = def.discriminator
-      const tag = discriminator === undefined ? undefined : (here as Record<string, unknown> | undefined)?.[discriminator]
-      const chosen = options.find(o => discriminator !== undefined && discriminatorValue(o, discriminator) === tag) ?? options.find(o => defOf(o).shape?.[String(segment)] !== undefined)
+      // Without a value to tell, any branch that has the field answers for it.
+      const chosen = branchFor(def, here) ?? def.options?.find(o => defOf(o).shape?.[String(segment)] !== undefined)
       if (chosen === undefined) break
       def = defOf(chosen)
     }
@@ -151,8 +156,8 @@ export function unknownKeys(value: unknown, schema: z.ZodType = stackConfigSchem
   }
   if (def.type === 'array' && Array.isArray(value)) return value.flatMap((item, i) => unknownKeys(item, def.element!, join(i)))
   if (def.type === 'record' && isPlainObject(value)) return Object.entries(value).flatMap(([key, child]) => unknownKeys(child, def.valueType!, join(key)))
-  if (def.type === 'union' && def.discriminator !== undefined && isPlainObject(value)) {
-    const option = def.options?.find(o => discriminatorValue(o, def.discriminator!) === value[def.discriminator!])
+  if (def.type === 'union') {
+    const option = branchFor(def, value)
     return option === undefined ? [] : unknownKeys(value, option, path)
   }
   return []

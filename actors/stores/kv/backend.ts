@@ -20,8 +20,3 @@ export interface KvBackend {
   /** Waits until every acknowledged write is durable, then releases the backend. */
   close(): Promise<void>
 }
-
-/** UTF-8 byte order, the order LMDB, Postgres (COLLATE "C") and Redis (ZRANGEBYLEX) all use. */
-export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b))
-}

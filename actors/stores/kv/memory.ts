@@ -1,4 +1,5 @@
-import { compareUtf8, type KvBackend, type Stored } from './backend.js'
+import { compareUtf8 } from '../byte-order.js'
+import type { KvBackend, Stored } from './backend.js'
 
 /** kv_memory: a Map per namespace, for tests; everything is lost with the actor. */
 export function openMemoryKv(): KvBackend {

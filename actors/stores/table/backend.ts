@@ -1,3 +1,4 @@
+import { compareUtf8 } from '../byte-order.js'
 import type { TableSpec, Where, WriteOp } from '../protocol.js'
 
 export type Row = Record<string, unknown>
@@ -33,12 +34,12 @@ export interface TableBackend {
   close(): Promise<void>
 }
 
-/** Compares rows' sort values in a page order: strings by UTF-8 bytes, the order Postgres (COLLATE "C") uses. */
+/** Compares rows' sort values in a page order, strings in the stores' byte order. */
 export function compareRows(order: readonly SortKey[], a: readonly unknown[], b: readonly unknown[]): number {
   for (let i = 0; i < order.length; i++) {
     const x = a[i]
     const y = b[i]
-    const c = typeof x === 'string' && typeof y === 'string' ? Buffer.compare(Buffer.from(x), Buffer.from(y)) : x === y ? 0 : (x as number) < (y as number) ? -1 : 1
+    const c = typeof x === 'string' && typeof y === 'string' ? compareUtf8(x, y) : x === y ? 0 : (x as number) < (y as number) ? -1 : 1
     if (c !== 0) return order[i]!.direction === 'desc' ? -c : c
   }
   return 0
