@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
 import { Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
+import { flushOverdue } from './link.js'
 import { Mailbox } from './mailbox.js'
 import type { ActorRef } from './ref.js'
 import { Invocation, InvocationContext } from './invocation.js'
@@ -236,6 +237,12 @@ export class ActorCell {
       if (--budget === 0) {
         this.scheduled = true
         setImmediate(this.drain)
+        return
+      }
+      if (flushOverdue()) {
+        // The pending flush was queued before this, so it runs first.
+        this.scheduled = true
+        queueMicrotask(this.drain)
         return
       }
     }

@@ -15,6 +15,24 @@ const MAX_ENVELOPES_PER_BATCH = 128
  * it is caught at once, and bounded, so a slow reply costs little.
  */
 const SPIN_MS = 0.05
+/**
+ * When replies come slowly (under SLOW_BATCH envelopes queued after FLUSH_DUE_MS), an actor
+ * draining its mailbox yields so they go out before it handles the next message: the peer then
+ * works on them while this thread works on the rest. Without it a run of slow asks (a getMany of
+ * a hundred keys) is answered all at once at the end and the two threads take turns instead of
+ * overlapping. Fast replies are left to batch up: flushing them early costs more than it saves.
+ */
+const FLUSH_DUE_MS = 0.05
+const SLOW_BATCH = 4
+/** This thread's outboxes (all links): when the oldest waiting envelope was queued (0: none) and how many wait. */
+let oldestUnflushed = 0
+let unflushed = 0
+
+/** Whether replies waiting on this thread came so slowly that work that can yield should let them go first. */
+export function flushOverdue(): boolean {
+  return unflushed !== 0 && unflushed <= SLOW_BATCH && performance.now() - oldestUnflushed > FLUSH_DUE_MS
+}
+
 /** Batches read from the ring in one turn of the event loop before it yields to timers and I/O. */
 const STEPS_PER_TURN = 64
 /** Bytes per direction per link. */
@@ -96,6 +114,7 @@ export class Link {
 
   send(kind: number, target: number, generation: number, correlation: number, deadline: number, payload: unknown): void {
     const outbox = this.outbox
+    if (unflushed++ === 0) oldestUnflushed = performance.now()
     outbox.push(kind, target, generation, correlation, deadline, payload)
     if (outbox.length >= MAX_ENVELOPES_PER_BATCH * FIELDS_PER_ENVELOPE) this.flush()
     else if (!this.flushScheduled) {
@@ -111,6 +130,7 @@ export class Link {
 
   readonly flush = (): void => {
     this.flushScheduled = false
+    unflushed = 0
     const fields = this.outbox
     if (fields.length === 0) return
     this.outbox = []

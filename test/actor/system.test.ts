@@ -2,7 +2,7 @@ import { threadId } from 'node:worker_threads'
 import t from 'tap'
 import { ActorError, ActorSystem } from '../../src/index.js'
 import { startSystem, workerExecArgv } from '../fixtures/system.js'
-import { counter, probe, recorder, spawner, type ProbeMessage } from '../fixtures/behaviors.js'
+import { busy, counter, probe, recorder, spawner, type ProbeMessage } from '../fixtures/behaviors.js'
 import { quietLogger } from '../fixtures/logger.js'
 import { whenRunning } from '../fixtures/eventually.js'
 
@@ -159,4 +159,13 @@ t.test('a message larger than the ring crosses threads intact and in order', asy
   ref.tell({ type: 'add', n: 100 })
   t.equal(await bigAdd, 11, 'the large message came after the small one before it')
   t.equal(await ref.ask({ type: 'get' }), 111, 'and before the small one after it')
+})
+
+t.test('a slow answer goes out at once, not held back until the asks queued behind it are done', async t => {
+  const system = await startSystem(t)
+  const ref = await system.spawn(busy, { placement: 'pool' })
+  const start = performance.now()
+  // Sent in one turn, the three asks cross in one batch and are handled back to back.
+  const arrivals = await Promise.all([1, 2, 3].map(() => ref.ask({ type: 'busy', ms: 60 }).then(() => performance.now() - start)))
+  t.ok(arrivals[0]! < arrivals[2]! - 60, `the first answer arrived ${Math.round(arrivals[2]! - arrivals[0]!)} ms before the last`)
 })
