@@ -17,7 +17,7 @@ const benches: Bench[] = [
   { names: ['ask_rtt_p50_pool', 'ask_rtt_p99_pool'], run: askRtt },
   { names: ['tell_tput_pool', 'tell_tput_pool_vs_piscina'], run: tellThroughput },
   { names: ['tell_tput_same_thread'], run: sameThread },
-  { names: ['kv_put_tput_actor', 'kv_get_tput_actor'], run: kvStoreThroughput },
+  { names: ['kv_put_tput_actor', 'kv_get_tput_actor', 'kv_put_tput_actor_per_ask', 'kv_get_tput_actor_per_ask'], run: kvStoreThroughput },
 ]
 
 const { values } = parseArgs({

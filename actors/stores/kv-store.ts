@@ -2,7 +2,7 @@ import { pack, unpack } from 'msgpackr'
 import { ActorError, defineBehavior } from '../../src/index.js'
 import type { BackendConfig } from '../../src/config/index.js'
 import type { KvBackend, Stored } from './kv/backend.js'
-import { kvProtocol, MAX_KEY_BYTES, MAX_PAGE, MAX_VALUE_BYTES, type KvMessage, type KvPage } from './protocol.js'
+import { checkKey, checkNamespace, kvProtocol, MAX_PAGE, MAX_VALUE_BYTES, type KvMessage, type KvPage } from './protocol.js'
 
 export interface KvStoreArgs {
   /** The backend's name under storage.backends, for errors and logs. */
@@ -32,17 +32,28 @@ export const kvStore = defineBehavior(import.meta.url, 'kvStore', {
     return { name: args.name, backend: await openBackend(args) }
   },
   receive(state, msg: KvMessage) {
+    checkNamespace(msg.namespace)
     switch (msg.type) {
       case 'get':
         checkKey(msg.namespace, msg.key)
-        return then(state.backend.get(msg.namespace, msg.key), decodeOrNull)
-      case 'getMany':
+        return then(state.backend.get(msg.namespace, msg.key), msg.packed === true ? packedOrNull : decodeOrNull)
+      case 'getMany': {
         msg.keys.forEach(key => checkKey(msg.namespace, key))
-        return then(state.backend.getMany(msg.namespace, msg.keys), values => values.map(decodeOrNull))
+        const each = msg.packed === true ? packedOrNull : decodeOrNull
+        return then(state.backend.getMany(msg.namespace, msg.keys), values => values.map(each))
+      }
       case 'set': {
         checkKey(msg.namespace, msg.key)
         const bytes = encode(state.name, msg.value)
-        return state.backend.set(msg.namespace, msg.key, bytes, msg.ttlMs === undefined ? 0 : Date.now() + msg.ttlMs).then(() => null)
+        return state.backend.set(msg.namespace, msg.key, bytes, expiryOf(msg.ttlMs)).then(() => null)
+      }
+      case 'setMany': {
+        const checked = msg.entries.map(({ key, value, ttlMs }) => {
+          checkKey(msg.namespace, key)
+          return { key, bytes: encode(state.name, value), expiresAt: expiryOf(ttlMs) }
+        })
+        // Issued together, LMDB commits them in one transaction and the servers pipeline them.
+        return Promise.all(checked.map(({ key, bytes, expiresAt }) => state.backend.set(msg.namespace, key, bytes, expiresAt))).then(() => null)
       }
       case 'delete':
         checkKey(msg.namespace, msg.key)
@@ -81,16 +92,8 @@ async function scan(state: KvStoreState, msg: Extract<KvMessage, { type: 'scan' 
   const entries = await state.backend.scan(msg.namespace, prefix, after, limit + 1)
   const page = entries.slice(0, limit)
   return {
-    items: page.map(({ key, stored }) => ({ key, value: unpack(stored.bytes) as unknown })),
+    items: page.map(({ key, stored }) => ({ key, value: decode(stored) })),
     cursor: entries.length > limit ? Buffer.from(page[page.length - 1]!.key).toString('base64url') : null,
-  }
-}
-
-function checkKey(namespace: string, key: string): void {
-  if (typeof key !== 'string' || key.length === 0) throw new ActorError('invalid_key', 'a key must be a non-empty string')
-  // A UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no byte count.
-  if ((key.length + namespace.length) * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) + Buffer.byteLength(namespace) > MAX_KEY_BYTES) {
-    throw new ActorError('invalid_key', `key '${key.slice(0, 40)}…' and its namespace exceed ${MAX_KEY_BYTES} bytes`)
   }
 }
 
@@ -108,8 +111,23 @@ function encode(backend: string, value: unknown): Uint8Array {
   return bytes
 }
 
+function expiryOf(ttlMs: number | undefined): number {
+  return ttlMs === undefined ? 0 : Date.now() + ttlMs
+}
+
+function decode(stored: Stored): unknown {
+  return stored.offset === undefined ? unpack(stored.bytes) : unpack(stored.bytes, { start: stored.offset, end: stored.bytes.byteLength })
+}
+
+/** The value's msgpack bytes, without copying them. */
+function packedOrNull(stored: Stored | undefined): Uint8Array | null {
+  if (stored === undefined) return null
+  const { bytes, offset = 0 } = stored
+  return offset === 0 ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset + offset, bytes.byteLength - offset)
+}
+
 function decodeOrNull(stored: Stored | undefined): unknown {
-  return stored === undefined ? null : unpack(stored.bytes)
+  return stored === undefined ? null : decode(stored)
 }
 
 /** Applies `f` without a promise when the backend answered synchronously. */

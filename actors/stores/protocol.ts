@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { ActorError } from '../../src/index.js'
 
 /**
  * The store actors' protocols. One actor serves one configured backend; every store that
@@ -12,16 +13,40 @@ export const MAX_PAGE = 1000
 
 const namespace = z.string().min(1)
 const key = z.string().min(1)
+const ttlMs = z.number().int().positive().optional()
+/**
+ * Reply with each value's stored msgpack bytes instead of the value: it then crosses threads as
+ * one copy of bytes and is decoded once, by the caller (KvClient does this).
+ */
+const packed = z.boolean().optional()
 
 export const kvProtocol = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('get'), namespace, key }),
-  z.object({ type: z.literal('getMany'), namespace, keys: z.array(key) }),
-  z.object({ type: z.literal('set'), namespace, key, value: z.unknown(), ttlMs: z.number().int().positive().optional() }),
+  z.object({ type: z.literal('get'), namespace, key, packed }),
+  z.object({ type: z.literal('getMany'), namespace, keys: z.array(key), packed }),
+  z.object({ type: z.literal('set'), namespace, key, value: z.unknown(), ttlMs }),
+  /** Every entry is checked before any is written: one bad entry refuses the lot, writing nothing. */
+  z.object({ type: z.literal('setMany'), namespace, entries: z.array(z.object({ key, value: z.unknown(), ttlMs })) }),
   z.object({ type: z.literal('delete'), namespace, key }),
   /** Keys starting with `prefix`, in byte order, `limit` at a time; pass back `cursor` for the next page. */
   z.object({ type: z.literal('scan'), namespace, prefix: z.string().optional(), limit: z.number().int().min(1).max(MAX_PAGE).optional(), cursor: z.string().optional() }),
 ])
 export type KvMessage = z.infer<typeof kvProtocol>
+
+/** Throws `invalid_key` unless `namespace` is a non-empty string without NUL (backends use NUL to end it). */
+export function checkNamespace(namespace: string): void {
+  if (typeof namespace !== 'string' || namespace.length === 0 || namespace.includes('\u0000')) {
+    throw new ActorError('invalid_key', `a namespace must be a non-empty string without NUL, got ${JSON.stringify(namespace)}`)
+  }
+}
+
+/** Throws `invalid_key` unless `key` is a non-empty string that fits beside its namespace. */
+export function checkKey(namespace: string, key: string): void {
+  if (typeof key !== 'string' || key.length === 0) throw new ActorError('invalid_key', 'a key must be a non-empty string')
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no byte count.
+  if ((key.length + namespace.length) * 3 > MAX_KEY_BYTES && Buffer.byteLength(key) + Buffer.byteLength(namespace) > MAX_KEY_BYTES) {
+    throw new ActorError('invalid_key', `key '${key.slice(0, 40)}…' and its namespace exceed ${MAX_KEY_BYTES} bytes`)
+  }
+}
 
 export interface KvPage {
   readonly items: Array<{ key: string; value: unknown }>

@@ -78,6 +78,15 @@ for (const backend of backends) {
       t.same(await store.ask({ type: 'getMany', namespace, keys: [] }), [])
     })
 
+    await scoped('setMany writes every entry, or none when one is bad', async namespace => {
+      t.equal(await store.ask({ type: 'setMany', namespace, entries: [{ key: 'a', value: 1 }, { key: 'b', value: { two: 2 }, ttlMs: 60_000 }] }), null)
+      t.same(await store.ask({ type: 'getMany', namespace, keys: ['a', 'b'] }), [1, { two: 2 }])
+      const entries = [{ key: 'c', value: 3 }, { key: 'd', value: 'x'.repeat(17 * 1024 * 1024) }]
+      await t.rejects(store.ask({ type: 'setMany', namespace, entries }), { code: 'value_too_large' })
+      await t.rejects(store.ask({ type: 'setMany', namespace, entries: [{ key: 'e', value: 5 }, { key: '', value: 0 }] }), { code: 'invalid_key' })
+      t.same(await store.ask({ type: 'getMany', namespace, keys: ['c', 'd', 'e'] }), [null, null, null], 'nothing of a refused batch was written')
+    })
+
     await scoped('namespaces do not see each other', async namespace => {
       const other = freshNamespace()
       await store.ask({ type: 'set', namespace, key: 'shared', value: 'mine' })
@@ -120,6 +129,7 @@ for (const backend of backends) {
       await t.rejects(store.ask({ type: 'set', namespace, key: 'huge', value: 'x'.repeat(17 * 1024 * 1024) }), { code: 'value_too_large', message: new RegExp(`backend '${backend.args.name}'`) })
       t.equal(await store.ask({ type: 'get', namespace, key: 'huge' }), null)
       await t.rejects(store.ask({ type: 'drop-everything', namespace } as never), { code: 'bad_message' })
+      await t.rejects(store.ask({ type: 'set', namespace: `${namespace}\u0000x`, key: 'k', value: 1 }), { code: 'invalid_key', message: /namespace/ })
     })
 
     if (backend.persistent) {

@@ -1,6 +1,8 @@
 /** One stored value: its msgpack bytes and when it expires (0: never). */
 export interface Stored {
   readonly bytes: Uint8Array
+  /** Where the msgpack starts in `bytes` (0 when absent): slicing a buffer costs more than the read. */
+  readonly offset?: number
   readonly expiresAt: number
 }
 
