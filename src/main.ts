@@ -3,14 +3,13 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
-import { startStores } from './stack/stores.js'
+import { checkStack, startStack } from './supervisor/stack.js'
 
 /**
  * The troupe CLI.
- *   troupe [start] --config stack.yaml   load the config, start the actor system, print its tree
+ *   troupe [start] --config stack.yaml   serve the stack: store actors, providers, routing, HTTP
  *   troupe validate --config stack.yaml  print every config error with its path; exit 1 if any
- * start brings up the actor system and one store actor per storage backend; providers, routing
- * tables and HTTP are not built yet.
+ * Without --config, start runs a bare actor system (no stack) and prints its tree.
  */
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -31,6 +30,7 @@ async function main(argv: string[]): Promise<number> {
   if (values.config !== undefined) {
     try {
       loaded = await loadConfigFile(values.config)
+      checkStack(loaded)
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
       for (const issue of error.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`)
@@ -47,35 +47,42 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${summarise(loaded)}\n`)
     return 0
   }
-  const log = pino({ level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info', name: 'troupe' })
+  const log = pino({
+    level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info',
+    name: 'troupe',
+    redact: { paths: [...SECRET_PATHS, ...(loaded?.config.logging.redact ?? [])], censor: '[redacted]' },
+  })
   if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded')
   const workers = values.workers === undefined ? loaded?.config.troupe.workers : Number(values.workers)
   if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {
     process.stderr.write(`--workers: expected a non-negative integer, got ${String(values.workers)}\n`)
     return 2
   }
-  const system = await ActorSystem.start({ logger: log, ...(workers === undefined ? {} : { workers }) })
+  const system = await ActorSystem.start({
+    logger: log,
+    askTimeoutMs: loaded?.config.troupe.ask_timeout_ms ?? 30_000,
+    ...(workers === undefined ? {} : { workers }),
+  })
+  let stop = (): Promise<void> => system.shutdown()
   if (loaded !== undefined) {
     try {
-      await startStores(system, loaded.config)
+      stop = (await startStack(system, loaded, log)).stop
     } catch (error) {
-      log.error({ err: error }, 'the store actors could not start')
+      log.error({ err: error }, 'the stack could not start')
       await system.shutdown()
       return 1
     }
-    log.info({ backends: Object.keys(loaded.config.storage.backends) }, 'store actors started; providers and HTTP are not built yet')
+  } else {
+    process.stdout.write(`${JSON.stringify(await system.inspect(), null, 2)}\n`)
   }
-  const snapshot = await system.inspect()
-  log.info({ threads: snapshot.threads.map(t => ({ thread: t.thread, kind: t.kind })) }, 'actor system started')
-  process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`)
 
   return new Promise(resolve => {
     let signals = 0
     const onSignal = (signal: NodeJS.Signals): void => {
       signals++
       if (signals === 1) {
-        log.info({ signal }, 'shutting down: draining actors')
-        system.shutdown().then(
+        log.info({ signal }, 'shutting down: closing HTTP, draining actors')
+        stop().then(
           () => {
             log.info('stopped')
             process.off('SIGINT', onSignal)
@@ -98,6 +105,9 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal)
   })
 }
+
+/** Fields that hold secrets, wherever they appear in a logged object (up to three levels down). */
+const SECRET_PATHS = ['api_key', 'password', 'authorization'].flatMap(key => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`])
 
 function summarise({ config, source }: LoadedConfig): string {
   const providers = Object.values(config.providers).reduce((n, list) => n + list.length, 0)

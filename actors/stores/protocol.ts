@@ -98,6 +98,8 @@ export const tableProtocol = z.discriminatedUnion('type', [
     orderBy: z.array(z.object({ column: z.string(), direction: z.enum(['asc', 'desc']).optional() })).optional(),
     limit: z.number().int().min(1).max(MAX_PAGE).optional(),
     cursor: z.string().optional(),
+    /** Instead of a cursor: start strictly after this row (an earlier page's, or one fetched by id). */
+    afterRow: row.optional(),
   }),
   /** All or nothing: every op applies, or none does. Replies with each op's count of rows. */
   z.object({ type: z.literal('transaction'), ops: z.array(writeOp).min(1) }),

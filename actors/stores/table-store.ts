@@ -75,7 +75,7 @@ async function fetchAll(state: TableStoreState, msg: Extract<TableMessage, { typ
   const where = checkWhere(table, msg.where ?? {})
   const order = effectiveOrder(table, msg.orderBy ?? [])
   const limit = Math.min(msg.limit ?? DEFAULT_PAGE, MAX_PAGE)
-  const after = msg.cursor === undefined ? undefined : decodeCursor(msg.cursor, table, order)
+  const after = msg.afterRow !== undefined ? positionOf(table, order, msg.afterRow) : msg.cursor === undefined ? undefined : decodeCursor(msg.cursor, table, order)
   const query: PageQuery = { table, where, order, after, limit: limit + 1 }
   const rows = await state.backend.fetchPage(query)
   const page = rows.slice(0, limit)
@@ -95,6 +95,14 @@ function effectiveOrder(table: TableSpec, orderBy: readonly OrderBy[]): SortKey[
   }
   for (const column of table.primaryKey) if (!order.some(o => o.column === column)) order.push({ column, direction: 'asc' })
   return order
+}
+
+/** A row's place in the order, for `afterRow`: it needs every column the order uses. */
+function positionOf(table: TableSpec, order: readonly SortKey[], row: Row): unknown[] {
+  return order.map(({ column }) => {
+    if (!(column in row)) throw new ActorError('bad_cursor', `table '${table.name}': afterRow lacks '${column}', which the order uses`)
+    return row[column]
+  })
 }
 
 function encodeCursor(table: TableSpec, order: readonly SortKey[], row: Row): string {

@@ -82,3 +82,8 @@ export function describeTree(root: Supervisor, perThread: readonly HostStats[], 
     deadLetters: perThread.reduce((sum, stats) => sum + stats.deadLetters.total, 0),
   }
 }
+
+/** Every actor in a snapshot's tree, depth first. */
+export function actorNodes(node: SupervisorNode): ActorNode[] {
+  return node.children.flatMap(child => (child.kind === 'actor' ? [child] : actorNodes(child)))
+}

@@ -31,6 +31,8 @@ export interface LoadedConfig {
   /** Keys the schema does not know, by path: llama-stack ignores them silently, troupe says so. */
   readonly warnings: readonly string[]
   readonly source: string
+  /** For each API, the position in the file of each provider kept (disabled ones are dropped). */
+  readonly providerIndexes: ReadonlyMap<string, readonly number[]>
 }
 
 export async function loadConfigFile(file: string, env: Env = process.env): Promise<LoadedConfig> {
@@ -71,7 +73,7 @@ export function parseConfig(text: string, env: Env = process.env, source = 'stac
   if (!result.success) issues.push(...result.error.issues.map(issue => toConfigIssue(issue, indexes)))
   issues.push(...checkReferences(input, indexes))
   if (issues.length > 0) throw new ConfigError(issues, source)
-  return { config: result.data!, warnings: unknownKeys(input).map(path => originalPath(path, indexes)), source }
+  return { config: result.data!, warnings: unknownKeys(input).map(path => originalPath(path, indexes)), source, providerIndexes: indexes }
 }
 
 /**

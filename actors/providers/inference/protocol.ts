@@ -1,0 +1,65 @@
+import { z } from 'zod'
+
+/**
+ * What every inference provider actor answers, whatever it talks to upstream. Requests and
+ * replies are OpenAI's shapes (chat completions, completions, embeddings), so the HTTP layer
+ * passes them through; `model` in a request is already the provider's own model id. An
+ * OpenAI-compatible upstream receives the request as is, extra fields included; others map it.
+ */
+
+/** An OpenAI chat completion request body, extra fields kept. */
+export type ChatRequest = { model: string; messages: ChatMessage[]; stream?: boolean } & Record<string, unknown>
+export type ChatMessage = { role: string; content?: unknown } & Record<string, unknown>
+export type CompletionRequest = { model: string; prompt: unknown } & Record<string, unknown>
+export type EmbeddingsRequest = { model: string; input: unknown } & Record<string, unknown>
+
+export interface ChatCompletion {
+  id: string
+  object: 'chat.completion'
+  created: number
+  model: string
+  choices: Array<{ index: number; message: { role: string; content: string | null } & Record<string, unknown>; finish_reason: string | null } & Record<string, unknown>>
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number }
+}
+
+export interface ChatCompletionChunk {
+  id: string
+  object: 'chat.completion.chunk'
+  created: number
+  model: string
+  choices: Array<{ index: number; delta: { role?: string; content?: string | null } & Record<string, unknown>; finish_reason: string | null }>
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null
+}
+
+/** A model the upstream says it serves. */
+export interface UpstreamModel {
+  readonly id: string
+  readonly model_type: 'llm' | 'embedding'
+}
+
+export type ProviderHealth = { status: 'ok' } | { status: 'unreachable'; message: string }
+
+const request = z.object({ model: z.string() }).loose()
+const chatRequest = z.object({ model: z.string(), messages: z.array(z.object({ role: z.string() }).loose()) }).loose()
+
+export const inferenceProtocol = z.discriminatedUnion('type', [
+  /** Replies with a ChatCompletion; streamed (ref.stream), yields ChatCompletionChunks. */
+  z.object({ type: z.literal('chat'), request: chatRequest }),
+  z.object({ type: z.literal('completion'), request }),
+  z.object({ type: z.literal('embeddings'), request }),
+  /** What the upstream serves now: UpstreamModel[]. */
+  z.object({ type: z.literal('listModels') }),
+  /** Whether the upstream answers: ProviderHealth. Never rejects. */
+  z.object({ type: z.literal('health') }),
+])
+export type InferenceMessage = z.infer<typeof inferenceProtocol>
+
+/** Codes inference providers reject with (each is in docs/errors.md). */
+export const INFERENCE_ERROR_CODES = {
+  invalid_request: 'the upstream refused the request as malformed (HTTP 400/422); its message says why',
+  model_not_found: 'the upstream does not serve the model (HTTP 404)',
+  rate_limit: 'the upstream is rate limiting (HTTP 429); retry later',
+  auth: "the upstream refused the provider's credentials (HTTP 401/403)",
+  timeout: 'the upstream did not answer within the provider timeout',
+  upstream: 'the upstream could not be reached, failed (HTTP 5xx), or sent something unreadable',
+} as const

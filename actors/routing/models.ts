@@ -1,0 +1,178 @@
+import { z } from 'zod'
+import { ActorError, defineBehavior, type ActorRef, type BehaviorContext } from '../../src/index.js'
+import type { InferenceMessage, ProviderHealth } from '../providers/inference/protocol.js'
+import { KvClient } from '../stores/kv-client.js'
+import type { KvMessage } from '../stores/protocol.js'
+
+/**
+ * The models routing table: which provider serves each model id. Registered models live in the
+ * metadata store (the distribution registry) and are loaded at start; the models of
+ * `registered_resources` are registered over them. An id that is not registered but reads
+ * `provider_id/model` routes straight to that provider. One actor holds the table, so every
+ * reader on every thread sees one registry. The other routing tables (shields, vector stores,
+ * tool groups) take the same shape: a registry, a resolve step, and forwarding.
+ */
+
+const modelInput = z.object({
+  model_id: z.string().min(1),
+  provider_id: z.string().min(1),
+  provider_model_id: z.string().min(1).optional(),
+  model_type: z.enum(['llm', 'embedding']).optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+})
+export type ModelInput = z.infer<typeof modelInput>
+
+export interface Model {
+  readonly identifier: string
+  readonly provider_id: string
+  readonly provider_model_id: string
+  readonly model_type: 'llm' | 'embedding'
+  readonly metadata: Record<string, unknown>
+}
+
+export interface ProviderEntry {
+  readonly providerId: string
+  readonly providerType: string
+  readonly api: string
+  readonly ref: ActorRef<InferenceMessage>
+}
+
+export interface ProviderStatus {
+  readonly provider_id: string
+  readonly provider_type: string
+  readonly api: string
+  readonly health: ProviderHealth
+}
+
+const request = z.object({ model: z.string() }).loose()
+
+export const modelsProtocol = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('register'), model: modelInput }),
+  z.object({ type: z.literal('unregister'), model_id: z.string() }),
+  z.object({ type: z.literal('get'), model_id: z.string() }),
+  z.object({ type: z.literal('list') }),
+  /** Inference, routed by `request.model`; `chat` also streams. */
+  z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }) }),
+  z.object({ type: z.literal('completion'), request }),
+  z.object({ type: z.literal('embeddings'), request }),
+  /** Every provider with its health: ProviderStatus[]. */
+  z.object({ type: z.literal('providers') }),
+])
+export type ModelsMessage = z.infer<typeof modelsProtocol>
+
+export interface ModelsArgs {
+  readonly providers: readonly ProviderEntry[]
+  /** The metadata store; without one the registry lives in memory only. */
+  readonly metadata?: { readonly store: ActorRef<KvMessage>; readonly namespace: string }
+  readonly models: readonly ModelInput[]
+}
+
+interface State {
+  readonly models: Map<string, Model>
+  readonly providers: ReadonlyMap<string, ProviderEntry>
+  readonly kv: KvClient | undefined
+}
+
+const MODEL_PREFIX = 'models/'
+const HEALTH_TIMEOUT_MS = 5000
+/** Inference is bounded by each provider's upstream timeout, not by the default ask timeout. */
+const INFERENCE = { timeoutMs: Infinity } as const
+
+export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRoutingTable', {
+  protocol: modelsProtocol,
+  maxConcurrent: 4096,
+  async init(args: ModelsArgs, ctx): Promise<State> {
+    const providers = new Map(args.providers.map(p => [p.providerId, p]))
+    const kv = args.metadata === undefined ? undefined : new KvClient(args.metadata.store, args.metadata.namespace)
+    const models = new Map<string, Model>()
+    if (kv !== undefined) {
+      for await (const { value } of kv.entries<Model>(MODEL_PREFIX)) {
+        if (providers.has(value.provider_id)) models.set(value.identifier, value)
+        else ctx.log.warn({ model: value.identifier, provider: value.provider_id }, 'a registered model names a provider that is no longer configured; not served')
+      }
+    }
+    const state: State = { models, providers, kv }
+    for (const model of args.models) await register(state, model)
+    return state
+  },
+  receive(state, msg: ModelsMessage, ctx) {
+    switch (msg.type) {
+      case 'register':
+        return register(state, msg.model)
+      case 'unregister':
+        return unregister(state, msg.model_id)
+      case 'get':
+        return state.models.get(msg.model_id) ?? null
+      case 'list':
+        return [...state.models.values()]
+      case 'chat':
+      case 'completion':
+      case 'embeddings':
+        return forward(state, msg, ctx)
+      case 'providers':
+        return Promise.all(
+          [...state.providers.values()].map(async ({ providerId, providerType, api, ref }): Promise<ProviderStatus> => {
+            const health = await ref.ask<ProviderHealth>({ type: 'health' }, { timeoutMs: HEALTH_TIMEOUT_MS }).catch(
+              (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: `provider actor: ${error.code}: ${error.message}` }),
+            )
+            return { provider_id: providerId, provider_type: providerType, api, health }
+          }),
+        )
+    }
+  },
+  async *stream(state, msg: ModelsMessage, ctx) {
+    if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat only, not ${msg.type}`)
+    const { provider, model, request } = route(state, msg.request, 'llm')
+    for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { signal: ctx.signal })) {
+      chunk.model = model
+      yield chunk
+    }
+  },
+})
+
+async function register(state: State, input: ModelInput): Promise<Model> {
+  if (!state.providers.has(input.provider_id)) {
+    throw new ActorError('unknown_provider', `model '${input.model_id}' names provider '${input.provider_id}', which is not configured (configured: ${[...state.providers.keys()].join(', ') || 'none'})`)
+  }
+  const model: Model = {
+    identifier: input.model_id,
+    provider_id: input.provider_id,
+    provider_model_id: input.provider_model_id ?? input.model_id,
+    model_type: input.model_type ?? 'llm',
+    metadata: input.metadata ?? {},
+  }
+  // Durable first: a registration is acknowledged only once the registry has it.
+  await state.kv?.set(MODEL_PREFIX + model.identifier, model)
+  state.models.set(model.identifier, model)
+  return model
+}
+
+async function unregister(state: State, modelId: string): Promise<boolean> {
+  if (!state.models.has(modelId)) return false
+  await state.kv?.delete(MODEL_PREFIX + modelId)
+  state.models.delete(modelId)
+  return true
+}
+
+/** The provider that serves `request.model`, and the request as that provider names the model. */
+function route(state: State, request: { model: string }, needs: 'llm' | 'embedding'): { provider: ProviderEntry; model: string; request: Record<string, unknown> } {
+  const id = request.model
+  const registered = state.models.get(id)
+  if (registered !== undefined) {
+    if (registered.model_type !== needs) throw new ActorError('invalid_request', `model '${id}' is an ${registered.model_type} model; this endpoint needs an ${needs} model`)
+    return { provider: state.providers.get(registered.provider_id)!, model: id, request: { ...request, model: registered.provider_model_id } }
+  }
+  const slash = id.indexOf('/')
+  const provider = slash > 0 ? state.providers.get(id.slice(0, slash)) : undefined
+  if (provider === undefined || slash === id.length - 1) {
+    throw new ActorError('model_not_found', `model '${id}' is not registered, and does not name a provider as provider_id/model (providers: ${[...state.providers.keys()].join(', ') || 'none'})`)
+  }
+  return { provider, model: id, request: { ...request, model: id.slice(slash + 1) } }
+}
+
+async function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
+  const { provider, model, request } = route(state, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm')
+  const reply = await provider.ref.ask<{ model?: string }>({ type: msg.type, request } as InferenceMessage, { ...INFERENCE, signal: ctx.signal })
+  reply.model = model
+  return reply
+}

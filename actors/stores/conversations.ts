@@ -1,0 +1,198 @@
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import { ActorError, defineBehavior, type ActorRef } from '../../src/index.js'
+import type { RowPage, TableMessage } from './protocol.js'
+
+/**
+ * Conversations, as OpenAI's Conversations API defines them: a conversation (id `conv_…`,
+ * metadata) and its ordered items, on a table store. Items are ordered by a sequence number
+ * this actor assigns (it is the only writer), and listed with keyset pagination (`after` an
+ * item id).
+ */
+
+export const MAX_METADATA_PAIRS = 16
+export const MAX_METADATA_KEY = 64
+export const MAX_METADATA_VALUE = 512
+export const MAX_ITEMS_PER_CALL = 20
+
+/** OpenAI's metadata rules: up to 16 pairs, keys up to 64 characters, string values up to 512. */
+export const metadataSchema = z
+  .record(z.string().max(MAX_METADATA_KEY, `keys may be at most ${MAX_METADATA_KEY} characters`), z.string().max(MAX_METADATA_VALUE, `values may be at most ${MAX_METADATA_VALUE} characters`))
+  .refine(value => Object.keys(value).length <= MAX_METADATA_PAIRS, `at most ${MAX_METADATA_PAIRS} key-value pairs`)
+
+const contentPart = z.object({ type: z.string() }).loose()
+/** An item as a client sends it: a message (role + content), or any other typed item. */
+export const itemInput = z.union([
+  z.object({ type: z.literal('message').optional(), role: z.enum(['user', 'assistant', 'system', 'developer']), content: z.union([z.string(), z.array(contentPart)]), id: z.string().optional() }).loose(),
+  z.object({ type: z.string().refine(type => type !== 'message', 'a message needs a role and content'), id: z.string().optional() }).loose(),
+])
+export type ItemInput = z.infer<typeof itemInput>
+
+export interface Conversation {
+  readonly id: string
+  readonly object: 'conversation'
+  readonly created_at: number
+  readonly metadata: Record<string, string>
+}
+
+export interface ItemList {
+  readonly object: 'list'
+  readonly data: unknown[]
+  readonly first_id: string | null
+  readonly last_id: string | null
+  readonly has_more: boolean
+}
+
+export const conversationsProtocol = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('create'), metadata: metadataSchema.optional(), items: z.array(itemInput).max(MAX_ITEMS_PER_CALL).optional() }),
+  z.object({ type: z.literal('get'), id: z.string() }),
+  z.object({ type: z.literal('update'), id: z.string(), metadata: metadataSchema }),
+  z.object({ type: z.literal('delete'), id: z.string() }),
+  z.object({ type: z.literal('addItems'), id: z.string(), items: z.array(itemInput).min(1).max(MAX_ITEMS_PER_CALL) }),
+  z.object({
+    type: z.literal('listItems'),
+    id: z.string(),
+    after: z.string().optional(),
+    limit: z.number().int().min(1).max(100).optional(),
+    order: z.enum(['asc', 'desc']).optional(),
+  }),
+  z.object({ type: z.literal('getItem'), id: z.string(), itemId: z.string() }),
+  z.object({ type: z.literal('deleteItem'), id: z.string(), itemId: z.string() }),
+])
+export type ConversationsMessage = z.infer<typeof conversationsProtocol>
+
+export interface ConversationsArgs {
+  readonly store: ActorRef<TableMessage>
+  readonly table: string
+}
+
+interface State {
+  readonly store: ActorRef<TableMessage>
+  readonly conversations: string
+  readonly items: string
+  lastSeq: number
+}
+
+export const conversations = defineBehavior(import.meta.url, 'conversations', {
+  protocol: conversationsProtocol,
+  maxConcurrent: 1024,
+  async init({ store, table }: ConversationsArgs): Promise<State> {
+    const items = `${table}_items`
+    await store.ask({
+      type: 'createTable',
+      table: { name: table, columns: { id: { type: 'text' }, created_at: { type: 'integer' }, metadata: { type: 'json' } }, primaryKey: ['id'] },
+    })
+    await store.ask({
+      type: 'createTable',
+      table: {
+        name: items,
+        columns: { conversation_id: { type: 'text' }, seq: { type: 'integer' }, id: { type: 'text' }, item: { type: 'json' } },
+        primaryKey: ['conversation_id', 'seq'],
+        indexes: [['conversation_id', 'id']],
+      },
+    })
+    return { store, conversations: table, items, lastSeq: 0 }
+  },
+  async receive(state, msg: ConversationsMessage) {
+    switch (msg.type) {
+      case 'create': {
+        const conversation: Conversation = { id: newId('conv'), object: 'conversation', created_at: nowSeconds(), metadata: msg.metadata ?? {} }
+        const ops: Array<Extract<TableMessage, { type: 'insert' }>> = [{ type: 'insert', table: state.conversations, row: row(conversation) }]
+        for (const item of (msg.items ?? []).map(normalise)) ops.push({ type: 'insert', table: state.items, row: { conversation_id: conversation.id, seq: nextSeq(state), id: item.id, item } })
+        await state.store.ask({ type: 'transaction', ops })
+        return conversation
+      }
+      case 'get':
+        return conversationOf(state, msg.id)
+      case 'update': {
+        const conversation = { ...(await conversationOf(state, msg.id)), metadata: msg.metadata }
+        await state.store.ask({ type: 'update', table: state.conversations, where: { id: msg.id }, values: { metadata: msg.metadata } })
+        return conversation
+      }
+      case 'delete': {
+        await conversationOf(state, msg.id)
+        await state.store.ask({
+          type: 'transaction',
+          ops: [
+            { type: 'delete', table: state.items, where: { conversation_id: msg.id } },
+            { type: 'delete', table: state.conversations, where: { id: msg.id } },
+          ],
+        })
+        return { id: msg.id, object: 'conversation.deleted', deleted: true }
+      }
+      case 'addItems': {
+        await conversationOf(state, msg.id)
+        const items = msg.items.map(normalise)
+        await state.store.ask({ type: 'transaction', ops: items.map(item => ({ type: 'insert' as const, table: state.items, row: { conversation_id: msg.id, seq: nextSeq(state), id: item.id, item } })) })
+        return { object: 'list', data: items, first_id: items[0]!.id, last_id: items[items.length - 1]!.id, has_more: false } satisfies ItemList
+      }
+      case 'listItems':
+        return listItems(state, msg)
+      case 'getItem':
+        return (await itemRow(state, msg.id, msg.itemId))['item']
+      case 'deleteItem': {
+        const found = await itemRow(state, msg.id, msg.itemId)
+        await state.store.ask({ type: 'delete', table: state.items, where: { conversation_id: msg.id, seq: found['seq'] } })
+        return conversationOf(state, msg.id)
+      }
+    }
+  },
+})
+
+function row(conversation: Conversation): Record<string, unknown> {
+  return { id: conversation.id, created_at: conversation.created_at, metadata: conversation.metadata }
+}
+
+async function conversationOf(state: State, id: string): Promise<Conversation> {
+  const found = await state.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.conversations, where: { id } })
+  if (found === null) throw new ActorError('not_found', `no conversation with id '${id}'`)
+  return { id, object: 'conversation', created_at: found['created_at'] as number, metadata: found['metadata'] as Record<string, string> }
+}
+
+async function itemRow(state: State, conversationId: string, itemId: string): Promise<Record<string, unknown>> {
+  await conversationOf(state, conversationId)
+  const found = await state.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.items, where: { conversation_id: conversationId, id: itemId } })
+  if (found === null) throw new ActorError('not_found', `conversation '${conversationId}' has no item '${itemId}'`)
+  return found
+}
+
+async function listItems(state: State, msg: Extract<ConversationsMessage, { type: 'listItems' }>): Promise<ItemList> {
+  await conversationOf(state, msg.id)
+  let afterRow: Record<string, unknown> | undefined
+  if (msg.after !== undefined) afterRow = await itemRow(state, msg.id, msg.after)
+  const page = await state.store.ask<RowPage>({
+    type: 'fetchAll',
+    table: state.items,
+    where: { conversation_id: msg.id },
+    orderBy: [{ column: 'seq', direction: msg.order ?? 'desc' }],
+    limit: msg.limit ?? 20,
+    ...(afterRow === undefined ? {} : { afterRow }),
+  })
+  const data = page.rows.map(r => r['item'])
+  const ids = page.rows.map(r => r['id'] as string)
+  return { object: 'list', data, first_id: ids[0] ?? null, last_id: ids[ids.length - 1] ?? null, has_more: page.cursor !== null }
+}
+
+/** A stored item: an id of its kind, and a message's string content as one text part. */
+function normalise(input: ItemInput): Record<string, unknown> & { id: string } {
+  const type = input.type ?? 'message'
+  if (type !== 'message') return { ...input, type, id: input.id ?? newId(type === 'function_call' ? 'fc' : 'item') }
+  const message = input as Extract<ItemInput, { role: string }>
+  const partType = message.role === 'assistant' ? 'output_text' : 'input_text'
+  const content = typeof message.content === 'string' ? [{ type: partType, text: message.content }] : message.content
+  return { ...message, type: 'message', id: message.id ?? newId('msg'), status: 'completed', content }
+}
+
+/** Increasing across restarts: time-based, and past the last one this actor gave. */
+function nextSeq(state: State): number {
+  state.lastSeq = Math.max(Date.now() * 1000, state.lastSeq + 1)
+  return state.lastSeq
+}
+
+function newId(prefix: string): string {
+  return `${prefix}_${randomBytes(24).toString('hex')}`
+}
+
+function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000)
+}

@@ -1,0 +1,226 @@
+import { z } from 'zod'
+import { ActorError, defineBehavior, type ActorRef } from '../../src/index.js'
+import type { RowPage, TableMessage, TableSpec } from './protocol.js'
+
+/**
+ * The inference store: every chat completion, recorded through a bounded write queue. A
+ * `record` is acknowledged once queued; while the queue is full the acknowledgement waits, which
+ * slows the caller instead of dropping the record. `num_writers` writers drain it into the
+ * table. A read waits for the records acknowledged before it to be written, so a client reads its
+ * own writes. On stop the queue is drained before the actor ends, so every acknowledged record
+ * reaches the table store (which itself finishes acknowledged writes before it closes).
+ */
+
+export interface StoredCompletion {
+  readonly id: string
+  readonly object: 'chat.completion'
+  readonly created: number
+  readonly model: string
+  readonly choices: unknown[]
+  readonly usage?: unknown
+  readonly input_messages: unknown[]
+}
+
+export interface CompletionList {
+  readonly object: 'list'
+  readonly data: StoredCompletion[]
+  readonly first_id: string | null
+  readonly last_id: string | null
+  readonly has_more: boolean
+}
+
+export const inferenceStoreProtocol = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('record'), completion: z.object({ id: z.string(), created: z.number(), model: z.string(), choices: z.array(z.unknown()) }).loose(), messages: z.array(z.unknown()) }),
+  z.object({ type: z.literal('get'), id: z.string() }),
+  z.object({
+    type: z.literal('list'),
+    after: z.string().optional(),
+    limit: z.number().int().min(1).max(100).optional(),
+    order: z.enum(['asc', 'desc']).optional(),
+    model: z.string().optional(),
+  }),
+  /** Queue depth, writers busy, records written: for inspection and tests. */
+  z.object({ type: z.literal('stats') }),
+])
+export type InferenceStoreMessage = z.infer<typeof inferenceStoreProtocol>
+
+export interface InferenceStoreArgs {
+  readonly store: ActorRef<TableMessage>
+  readonly table: string
+  readonly maxQueue: number
+  readonly writers: number
+}
+
+interface Row {
+  id: string
+  recorded: number
+  created: number
+  model: string
+  completion: unknown
+  input_messages: unknown
+}
+
+interface State {
+  readonly args: InferenceStoreArgs
+  readonly queue: Row[]
+  /** Records waiting for room in the queue, in arrival order. */
+  readonly waiting: Array<{ row: Row; admitted: () => void }>
+  busyWriters: number
+  written: number
+  failures: number
+  /** Resolves when the queue is empty and no writer is busy. */
+  idle: Array<() => void>
+  lastRecorded: number
+  /** `recorded` of every record acknowledged and not yet written. */
+  readonly unwritten: Set<number>
+  /** Reads waiting for every record recorded up to `upTo` to be written. */
+  readonly readers: Array<{ upTo: number; go: () => void }>
+}
+
+const DEFAULT_LIMIT = 20
+
+export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', {
+  protocol: inferenceStoreProtocol,
+  maxConcurrent: 65_536,
+  async init(args: InferenceStoreArgs): Promise<State> {
+    const spec: TableSpec = {
+      name: args.table,
+      columns: { id: { type: 'text' }, recorded: { type: 'integer' }, created: { type: 'integer' }, model: { type: 'text' }, completion: { type: 'json' }, input_messages: { type: 'json' } },
+      primaryKey: ['id'],
+      indexes: [['recorded'], ['model', 'recorded']],
+    }
+    await args.store.ask({ type: 'createTable', table: spec })
+    return { args, queue: [], waiting: [], busyWriters: 0, written: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
+  },
+  receive(state, msg: InferenceStoreMessage, ctx) {
+    switch (msg.type) {
+      case 'record': {
+        const { input_messages: _ignored, ...completion } = msg.completion
+        // `created` has second resolution: `recorded` orders completions as they arrived.
+        state.lastRecorded = Math.max(Date.now() * 1000, state.lastRecorded + 1)
+        const row: Row = { id: msg.completion.id, recorded: state.lastRecorded, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
+        if (state.queue.length < state.args.maxQueue) {
+          enqueue(state, row, ctx.log)
+          return null
+        }
+        return new Promise<null>(resolve => state.waiting.push({ row, admitted: () => resolve(null) }))
+      }
+      case 'get':
+        return caughtUp(state).then(() => fetch(state, msg.id))
+      case 'list':
+        return caughtUp(state).then(() => list(state, msg))
+      case 'stats':
+        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, failures: state.failures }
+    }
+  },
+  async stop(state) {
+    if (state.queue.length === 0 && state.busyWriters === 0 && state.waiting.length === 0) return
+    await new Promise<void>(resolve => state.idle.push(resolve))
+  },
+})
+
+function enqueue(state: State, row: Row, log: { error(obj: object, msg: string): void }): void {
+  state.unwritten.add(row.recorded)
+  state.queue.push(row)
+  if (state.busyWriters < state.args.writers) void write(state, log)
+}
+
+/** One writer: takes records off the queue until it is empty. */
+async function write(state: State, log: { error(obj: object, msg: string): void }): Promise<void> {
+  state.busyWriters++
+  try {
+    for (let row = state.queue.shift(); row !== undefined; row = state.queue.shift()) {
+      admitWaiting(state)
+      await writeWithRetry(state, row, log)
+      state.unwritten.delete(row.recorded)
+      releaseReaders(state)
+    }
+  } finally {
+    state.busyWriters--
+    if (state.busyWriters === 0 && state.queue.length === 0) for (const resolve of state.idle.splice(0)) resolve()
+  }
+}
+
+function admitWaiting(state: State): void {
+  while (state.waiting.length > 0 && state.queue.length < state.args.maxQueue) {
+    const next = state.waiting.shift()!
+    state.unwritten.add(next.row.recorded)
+    state.queue.push(next.row)
+    next.admitted()
+  }
+}
+
+/** Resolves once every record acknowledged so far is in the table. */
+function caughtUp(state: State): Promise<void> {
+  if (state.unwritten.size === 0) return Promise.resolve()
+  return new Promise(go => state.readers.push({ upTo: state.lastRecorded, go }))
+}
+
+function releaseReaders(state: State): void {
+  if (state.readers.length === 0) return
+  let oldest = Infinity
+  for (const recorded of state.unwritten) oldest = Math.min(oldest, recorded)
+  for (let i = state.readers.length - 1; i >= 0; i--) {
+    const reader = state.readers[i]!
+    if (oldest > reader.upTo) {
+      state.readers.splice(i, 1)
+      reader.go()
+    }
+  }
+}
+
+/** A record that was acknowledged must land: transient store failures are retried with backoff. */
+async function writeWithRetry(state: State, row: Row, log: { error(obj: object, msg: string): void }): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await state.args.store.ask({ type: 'upsert', table: state.args.table, row: row as unknown as Record<string, unknown> })
+      state.written++
+      return
+    } catch (error) {
+      state.failures++
+      const code = (error as ActorError).code
+      // A record the store refuses outright (bad_row) would fail forever: log it loudly, move on.
+      if (code === 'bad_row' || code === 'value_too_large' || code === 'unencodable_value') {
+        log.error({ err: error, id: row.id }, 'the inference store refused a record; it is not stored')
+        return
+      }
+      if (attempt % 10 === 0) log.error({ err: error, id: row.id, attempt }, 'writing a chat completion record failed; retrying')
+      await new Promise(resolve => setTimeout(resolve, Math.min(50 * 2 ** attempt, 2000)))
+    }
+  }
+}
+
+function toStored(row: Record<string, unknown>): StoredCompletion {
+  return { ...(row['completion'] as Omit<StoredCompletion, 'input_messages'>), input_messages: row['input_messages'] as unknown[] }
+}
+
+async function fetch(state: State, id: string): Promise<StoredCompletion> {
+  const row = await state.args.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.args.table, where: { id } })
+  if (row === null) throw new ActorError('not_found', `no chat completion with id '${id}'`)
+  return toStored(row)
+}
+
+async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'list' }>): Promise<CompletionList> {
+  const limit = msg.limit ?? DEFAULT_LIMIT
+  const direction = msg.order ?? 'desc'
+  const orderBy = [
+    { column: 'recorded', direction },
+    { column: 'id', direction },
+  ]
+  let afterRow: Record<string, unknown> | undefined
+  if (msg.after !== undefined) {
+    const row = await state.args.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.args.table, where: { id: msg.after } })
+    if (row === null) throw new ActorError('not_found', `after: no chat completion with id '${msg.after}'`)
+    afterRow = row
+  }
+  const page = await state.args.store.ask<RowPage>({
+    type: 'fetchAll',
+    table: state.args.table,
+    ...(msg.model === undefined ? {} : { where: { model: msg.model } }),
+    orderBy,
+    limit,
+    ...(afterRow === undefined ? {} : { afterRow }),
+  })
+  const data = page.rows.map(toStored)
+  return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: page.cursor !== null }
+}

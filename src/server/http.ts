@@ -1,0 +1,131 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { z } from 'zod'
+import { ActorError } from '../actor/index.js'
+import { formatPath } from '../config/index.js'
+
+/** An error an HTTP client sees: `{ "error": { code, message, param, type } }` with `status`. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly param: string | null = null,
+  ) {
+    super(message)
+  }
+}
+
+/** HTTP status for each error code an actor may reject with. */
+const STATUS_OF_CODE: Record<string, number> = {
+  invalid_request: 400,
+  bad_message: 400,
+  unknown_provider: 400,
+  not_found: 404,
+  model_not_found: 404,
+  rate_limit: 429,
+  auth: 502,
+  upstream: 502,
+  timeout: 504,
+  backpressure: 503,
+  restarting: 503,
+  crashed: 503,
+  stopped: 503,
+  no_such_actor: 503,
+  backend_unavailable: 503,
+  cancelled: 499,
+}
+
+/** OpenAI's error `type` for a status, which its clients branch on. */
+function errorType(status: number): string {
+  if (status === 400 || status === 404 || status === 413 || status === 405) return 'invalid_request_error'
+  if (status === 429) return 'rate_limit_error'
+  if (status === 401 || status === 403) return 'authentication_error'
+  return 'api_error'
+}
+
+export function toHttpError(error: unknown): HttpError {
+  if (error instanceof HttpError) return error
+  if (error instanceof ActorError) return new HttpError(STATUS_OF_CODE[error.code] ?? 500, error.code, error.message)
+  return new HttpError(500, 'internal', error instanceof Error ? error.message : String(error))
+}
+
+export function errorBody(error: HttpError): string {
+  return JSON.stringify({ error: { code: error.code, message: error.message, param: error.param, type: errorType(error.status) } })
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+export function sendError(res: ServerResponse, error: HttpError): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const text = errorBody(error)
+  res.writeHead(error.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+/** The JSON body, refused with 413 past `limit` bytes and 400 when it is not JSON. */
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0)
+  if (declared > limit) throw new HttpError(413, 'body_too_large', `the request body is ${declared} bytes; the limit is ${limit}`)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new HttpError(413, 'body_too_large', `the request body is more than ${limit} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  const text = Buffer.concat(chunks).toString('utf8')
+  if (text.trim() === '') throw new HttpError(400, 'invalid_request', 'the request needs a JSON body')
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new HttpError(400, 'invalid_request', `the request body is not valid JSON: ${(error as Error).message}`)
+  }
+}
+
+/** Parses `value` with `schema`, or a 400 naming the first field that is wrong. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, where: 'body' | 'query'): z.infer<S> {
+  const result = schema.safeParse(value)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]!
+  const param = formatPath(issue.path as Array<string | number>)
+  const message = param === '' ? `${where}: ${issue.message}` : `${param}: ${issue.message}`
+  throw new HttpError(400, 'invalid_request', message, param === '' ? null : param)
+}
+
+/**
+ * A server-sent event stream: `data: {json}` frames, ending with `data: [DONE]`, or with an
+ * error frame when the stream fails part way.
+ */
+export class SseWriter {
+  constructor(private readonly res: ServerResponse) {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    res.flushHeaders()
+  }
+
+  /** Resolves once the frame is handed to the socket, or when the socket drains (backpressure). */
+  send(data: unknown): Promise<void> | undefined {
+    if (this.res.write(`data: ${JSON.stringify(data)}\n\n`)) return undefined
+    return new Promise(resolve => {
+      const done = (): void => {
+        this.res.off('drain', done).off('close', done)
+        resolve()
+      }
+      this.res.on('drain', done).on('close', done)
+    })
+  }
+
+  done(): void {
+    this.res.end('data: [DONE]\n\n')
+  }
+
+  fail(error: HttpError): void {
+    this.res.end(`data: ${errorBody(error)}\n\n`)
+  }
+}

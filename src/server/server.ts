@@ -1,0 +1,361 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { z } from 'zod'
+import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
+import type { ConversationsMessage } from '../../actors/stores/conversations.js'
+import { conversationsProtocol } from '../../actors/stores/conversations.js'
+import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
+import type { Model, ModelsMessage, ProviderStatus } from '../../actors/routing/models.js'
+import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
+import { HttpError, readJson, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
+import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
+
+export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+export interface ApiDeps {
+  readonly system: ActorSystem
+  readonly models: ActorRef<ModelsMessage>
+  /** Absent when the config has no `storage.stores.inference`: completions are not recorded. */
+  readonly inferenceStore?: ActorRef<InferenceStoreMessage> | undefined
+  readonly conversations?: ActorRef<ConversationsMessage> | undefined
+  readonly imageName: string
+  readonly version: string
+  readonly log: Logger
+  readonly cors?: boolean | { readonly allow_origins: readonly string[] } | undefined
+  readonly maxBodyBytes?: number
+}
+
+interface Request {
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly params: Record<string, string>
+  readonly query: URLSearchParams
+  /** Aborted when the client goes away before the response is complete. */
+  readonly signal: AbortSignal
+}
+
+interface Route {
+  readonly method: 'GET' | 'POST' | 'DELETE'
+  /** The path as documented, `{name}` for a parameter. */
+  readonly path: string
+  readonly api: string
+  readonly pattern: RegExp
+  readonly handle: (request: Request) => Promise<unknown>
+}
+
+/** What a handler returns when it has written the response itself (streams). */
+const HANDLED = Symbol('handled')
+
+/**
+ * The OpenAI-compatible HTTP API. It never calls a provider: inference goes to the models
+ * routing table, which routes to the provider actor. Bodies are validated with zod; every error
+ * is `{ "error": { code, message, param, type } }` with its status.
+ */
+export class ApiServer {
+  readonly server: Server
+  readonly routes: readonly Route[]
+  readonly #deps: ApiDeps
+  readonly #maxBody: number
+
+  constructor(deps: ApiDeps) {
+    this.#deps = deps
+    this.#maxBody = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    this.routes = this.#routes()
+    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => void this.#serve(req, res))
+  }
+
+  listen(port: number, host: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        const address = this.server.address() as AddressInfo
+        resolve(`http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`)
+      })
+    })
+  }
+
+  /** Stops accepting connections, closes idle ones, and waits for requests in flight. */
+  close(): Promise<void> {
+    return new Promise(resolve => {
+      this.server.close(() => resolve())
+      this.server.closeIdleConnections()
+    })
+  }
+
+  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const controller = new AbortController()
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort(new Error('the client went away'))
+    })
+    try {
+      if (this.#corsHeaders(req, res) && req.method === 'OPTIONS') {
+        res.writeHead(204).end()
+        return
+      }
+      const url = new URL(req.url ?? '/', 'http://troupe')
+      let allowed: string[] = []
+      for (const route of this.routes) {
+        const match = route.pattern.exec(url.pathname)
+        if (match === null) continue
+        if (route.method !== req.method) {
+          allowed.push(route.method)
+          continue
+        }
+        const params = Object.fromEntries(Object.entries(match.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]))
+        const result = await route.handle({ req, res, params, query: url.searchParams, signal: controller.signal })
+        if (result !== HANDLED) sendJson(res, 200, result)
+        return
+      }
+      allowed = [...new Set(allowed)]
+      if (allowed.length > 0) throw new HttpError(405, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}; use ${allowed.join(' or ')}`)
+      throw new HttpError(404, 'not_found', `no route for ${req.method} ${url.pathname}`)
+    } catch (error) {
+      const failure = toHttpError(error)
+      if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code }, 'request failed')
+      if (!controller.signal.aborted) sendError(res, failure)
+    }
+  }
+
+  #corsHeaders(req: IncomingMessage, res: ServerResponse): boolean {
+    const cors = this.#deps.cors
+    const origin = req.headers.origin
+    if (cors === undefined || cors === false || origin === undefined) return false
+    if (cors !== true && !cors.allow_origins.includes(origin) && !cors.allow_origins.includes('*')) return false
+    res.setHeader('access-control-allow-origin', cors === true ? '*' : origin)
+    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
+    res.setHeader('access-control-allow-headers', 'authorization, content-type')
+    return true
+  }
+
+  #body<S extends z.ZodType>(schema: S, request: Request): Promise<z.infer<S>> {
+    return readJson(request.req, this.#maxBody).then(body => validate(schema, body, 'body'))
+  }
+
+  #routes(): Route[] {
+    const { models } = this.#deps
+    const ask = { timeoutMs: Infinity } as const
+    const routes: Array<Omit<Route, 'pattern'>> = [
+      { method: 'GET', path: '/v1/health', api: 'inspect', handle: ({ res }) => this.#health(res) },
+      { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#deps.imageName }) },
+      { method: 'GET', path: '/v1/providers', api: 'providers', handle: async () => ({ data: await models.ask<ProviderStatus[]>({ type: 'providers' }) }) },
+      { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async () => ({ data: this.routes.map(r => ({ method: r.method, route: r.path, api: r.api })) }) },
+      { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
+      {
+        method: 'GET',
+        path: '/v1/models',
+        api: 'models',
+        handle: async () => ({ object: 'list', data: (await models.ask<Model[]>({ type: 'list' })).map(openAiModel) }),
+      },
+      {
+        method: 'GET',
+        path: '/v1/models/{model_id}',
+        api: 'models',
+        handle: async ({ params }) => {
+          const model = await models.ask<Model | null>({ type: 'get', model_id: params['model_id']! })
+          if (model === null) throw new HttpError(404, 'model_not_found', `model '${params['model_id']}' is not registered`)
+          return openAiModel(model)
+        },
+      },
+      {
+        method: 'POST',
+        path: '/v1/models',
+        api: 'models',
+        handle: async request => openAiModel(await models.ask<Model>({ type: 'register', model: await this.#body(registerModelBody, request) })),
+      },
+      {
+        method: 'DELETE',
+        path: '/v1/models/{model_id}',
+        api: 'models',
+        handle: async ({ params }) => {
+          const id = params['model_id']!
+          if (!(await models.ask<boolean>({ type: 'unregister', model_id: id }))) throw new HttpError(404, 'model_not_found', `model '${id}' is not registered`)
+          return { id, object: 'model', deleted: true }
+        },
+      },
+      { method: 'POST', path: '/v1/chat/completions', api: 'inference', handle: request => this.#chat(request) },
+      {
+        method: 'POST',
+        path: '/v1/completions',
+        api: 'inference',
+        handle: async request => models.ask({ type: 'completion', request: await this.#body(completionBody, request) }, { ...ask, signal: request.signal }),
+      },
+      {
+        method: 'POST',
+        path: '/v1/embeddings',
+        api: 'inference',
+        handle: async request => models.ask({ type: 'embeddings', request: await this.#body(embeddingsBody, request) }, { ...ask, signal: request.signal }),
+      },
+      {
+        method: 'GET',
+        path: '/v1/chat/completions',
+        api: 'inference',
+        handle: async ({ query }) => {
+          const { after, limit, order, model } = validate(listQuery, Object.fromEntries(query), 'query')
+          return this.#inferenceStore().ask({ type: 'list', ...defined({ after, limit, order, model }) })
+        },
+      },
+      {
+        method: 'GET',
+        path: '/v1/chat/completions/{completion_id}',
+        api: 'inference',
+        handle: ({ params }) => this.#inferenceStore().ask({ type: 'get', id: params['completion_id']! }),
+      },
+      ...this.#conversationRoutes(),
+    ]
+    return routes.map(route => ({ ...route, pattern: patternOf(route.path) }))
+  }
+
+  #conversationRoutes(): Array<Omit<Route, 'pattern'>> {
+    const call = (msg: ConversationsMessage): Promise<unknown> => {
+      const conversations = this.#deps.conversations
+      if (conversations === undefined) throw new HttpError(404, 'not_configured', 'conversations need storage.stores.conversations in the config')
+      return conversations.ask(msg)
+    }
+    const shapeOf = (type: ConversationsMessage['type']) => conversationsProtocol.options.find(o => o.shape.type.value === type)!
+    /** Validates a body against the fields of one conversations message. */
+    const body = async (request: Request, type: ConversationsMessage['type'], fixed: Record<string, unknown>): Promise<ConversationsMessage> => {
+      const raw = await readJson(request.req, this.#maxBody)
+      const fields = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : { __body: raw }
+      return validate(shapeOf(type), { ...fields, ...fixed, type }, 'body') as ConversationsMessage
+    }
+    return [
+      { method: 'POST', path: '/v1/conversations', api: 'conversations', handle: async request => call(await body(request, 'create', {})) },
+      { method: 'GET', path: '/v1/conversations/{conversation_id}', api: 'conversations', handle: ({ params }) => call({ type: 'get', id: params['conversation_id']! }) },
+      {
+        method: 'POST',
+        path: '/v1/conversations/{conversation_id}',
+        api: 'conversations',
+        handle: async request => call(await body(request, 'update', { id: request.params['conversation_id'] })),
+      },
+      { method: 'DELETE', path: '/v1/conversations/{conversation_id}', api: 'conversations', handle: ({ params }) => call({ type: 'delete', id: params['conversation_id']! }) },
+      {
+        method: 'POST',
+        path: '/v1/conversations/{conversation_id}/items',
+        api: 'conversations',
+        handle: async request => call(await body(request, 'addItems', { id: request.params['conversation_id'] })),
+      },
+      {
+        method: 'GET',
+        path: '/v1/conversations/{conversation_id}/items',
+        api: 'conversations',
+        handle: ({ params, query }) => {
+          const { after, limit, order } = validate(listQuery, Object.fromEntries(query), 'query')
+          return call({ type: 'listItems', id: params['conversation_id']!, ...defined({ after, limit, order }) })
+        },
+      },
+      {
+        method: 'GET',
+        path: '/v1/conversations/{conversation_id}/items/{item_id}',
+        api: 'conversations',
+        handle: ({ params }) => call({ type: 'getItem', id: params['conversation_id']!, itemId: params['item_id']! }),
+      },
+      {
+        method: 'DELETE',
+        path: '/v1/conversations/{conversation_id}/items/{item_id}',
+        api: 'conversations',
+        handle: ({ params }) => call({ type: 'deleteItem', id: params['conversation_id']!, itemId: params['item_id']! }),
+      },
+    ]
+  }
+
+  #inferenceStore(): ActorRef<InferenceStoreMessage> {
+    const store = this.#deps.inferenceStore
+    if (store === undefined) throw new HttpError(404, 'not_configured', 'stored chat completions need storage.stores.inference in the config')
+    return store
+  }
+
+  async #chat(request: Request): Promise<unknown> {
+    const body = await this.#body(chatCompletionBody, request)
+    const { models } = this.#deps
+    if (body.stream !== true) {
+      const completion = await models.ask<ChatCompletion>({ type: 'chat', request: body }, { timeoutMs: Infinity, signal: request.signal })
+      await this.#record(completion, body)
+      return completion
+    }
+    const chunks = models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { signal: request.signal })
+    const iterator = chunks[Symbol.asyncIterator]()
+    // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
+    const first = await iterator.next()
+    const sse = new SseWriter(request.res)
+    const assembled = new Assembler()
+    try {
+      for (let step = first; !step.done; step = await iterator.next()) {
+        assembled.add(step.value)
+        await sse.send(step.value)
+      }
+    } catch (error) {
+      if (!request.signal.aborted) sse.fail(toHttpError(error))
+      return HANDLED
+    }
+    sse.done()
+    const completion = assembled.completion()
+    if (completion !== undefined) await this.#record(completion, body)
+    return HANDLED
+  }
+
+  /** Waits while the inference store's queue is full: that slows callers, it never drops a record. */
+  async #record(completion: ChatCompletion, body: ChatCompletionBody): Promise<void> {
+    await this.#deps.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages }, { timeoutMs: Infinity })
+  }
+
+  async #health(res: ServerResponse): Promise<unknown> {
+    const snapshot = await this.#deps.system.inspect()
+    const down = actorNodes(snapshot.root).filter(actor => actor.status !== 'running').map(actor => ({ id: actor.id, status: actor.status }))
+    const providers = down.length === 0 ? await this.#deps.models.ask<ProviderStatus[]>({ type: 'providers' }) : []
+    const unreachable = providers.filter(p => p.health.status !== 'ok').map(p => ({ provider_id: p.provider_id, message: p.health.status === 'ok' ? '' : p.health.message }))
+    const status = down.length > 0 ? 'down' : unreachable.length > 0 ? 'degraded' : 'ok'
+    sendJson(res, status === 'down' ? 503 : 200, { status, actors_down: down, unreachable_providers: unreachable })
+    return HANDLED
+  }
+}
+
+
+function patternOf(path: string): RegExp {
+  return new RegExp(`^${path.replace(/\{(\w+)\}/g, '(?<$1>[^/]+)')}$`)
+}
+
+function openAiModel(model: Model): Record<string, unknown> {
+  return {
+    id: model.identifier,
+    object: 'model',
+    created: 0,
+    owned_by: model.provider_id,
+    provider_id: model.provider_id,
+    provider_model_id: model.provider_model_id,
+    model_type: model.model_type,
+    metadata: model.metadata,
+  }
+}
+
+/** Only the keys whose value is defined (exactOptionalPropertyTypes). */
+function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
+}
+
+/** Builds the chat completion a stream amounts to, for the inference store. */
+class Assembler {
+  #first: ChatCompletionChunk | undefined
+  #choices = new Map<number, { content: string; role: string; finish_reason: string | null }>()
+  #usage: ChatCompletion['usage']
+
+  add(chunk: ChatCompletionChunk): void {
+    this.#first ??= chunk
+    if (chunk.usage) this.#usage = chunk.usage
+    for (const choice of chunk.choices ?? []) {
+      const into = this.#choices.get(choice.index) ?? { content: '', role: 'assistant', finish_reason: null }
+      if (typeof choice.delta?.content === 'string') into.content += choice.delta.content
+      if (choice.delta?.role !== undefined) into.role = choice.delta.role
+      if (choice.finish_reason !== null && choice.finish_reason !== undefined) into.finish_reason = choice.finish_reason
+      this.#choices.set(choice.index, into)
+    }
+  }
+
+  completion(): ChatCompletion | undefined {
+    const first = this.#first
+    if (first === undefined) return undefined
+    const choices = [...this.#choices].sort(([a], [b]) => a - b).map(([index, c]) => ({ index, message: { role: c.role, content: c.content }, finish_reason: c.finish_reason }))
+    return { id: first.id, object: 'chat.completion', created: first.created, model: first.model, choices, ...(this.#usage ? { usage: this.#usage } : {}) }
+  }
+}

@@ -1,0 +1,179 @@
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
+import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
+import { ApiServer } from '../server/server.js'
+import { providerActorName, resolveProviders, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
+import { startStores, storeActorName } from '../stack/stores.js'
+import { modelsRoutingTable, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
+import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
+import { inferenceStore, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
+import type { InferenceMessage } from '../../actors/providers/inference/protocol.js'
+import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
+
+const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
+
+export interface RunningStack {
+  readonly server: ApiServer
+  /** Where the HTTP API listens. */
+  readonly url: string
+  readonly models: ActorRef<ModelsMessage>
+  /** Stops HTTP intake, then the actors in reverse start order (stores last, after their writes flushed). */
+  stop(): Promise<void>
+}
+
+/**
+ * Everything a config checks beyond its schema: provider types, their configs and dependency
+ * order, and the models registered against them. Throws ConfigError with every problem.
+ */
+export function checkStack(loaded: LoadedConfig): ResolvedProvider[] {
+  const providers = resolveProviders(loaded)
+  const ids = new Set(providers.map(p => p.providerId))
+  const issues: ConfigIssue[] = []
+  loaded.config.registered_resources.models.forEach((model, index) => {
+    if (!ids.has(model.provider_id)) {
+      issues.push({ path: `registered_resources.models[${index}].provider_id`, message: `no provider '${model.provider_id}' is configured (configured: ${[...ids].join(', ') || 'none'})` })
+    }
+  })
+  if (issues.length > 0) throw new ConfigError(issues, loaded.source)
+  return providers
+}
+
+/**
+ * Starts the stack in dependency order: store actors, providers, routing tables and the API
+ * services, then HTTP. Logs one line per actor started and a final "listening" line.
+ */
+export async function startStack(system: ActorSystem, loaded: LoadedConfig, log: Logger, options: { port?: number; host?: string } = {}): Promise<RunningStack> {
+  const { config } = loaded
+  const providers = checkStack(loaded)
+  const drainMs = config.troupe.drain_timeout_ms
+
+  await startStores(system, config)
+  await system.supervise(
+    {
+      strategy: 'one_for_one',
+      intensity: 5,
+      periodMs: 10_000,
+      backoff: BACKOFF,
+      children: providers.map(provider => ({
+        id: providerActorName(provider.providerId),
+        name: providerActorName(provider.providerId),
+        behavior: provider.spec.behavior,
+        args: { providerId: provider.providerId, config: provider.config } satisfies ProviderArgs,
+        placement: 'pool' as const,
+        restart: 'permanent' as const,
+        shutdownMs: drainMs,
+      })),
+    },
+    { id: 'providers' },
+  )
+
+  const entries: ProviderEntry[] = []
+  for (const provider of providers) {
+    entries.push({ providerId: provider.providerId, providerType: provider.spec.type, api: provider.api, ref: await mustLookup<InferenceMessage>(system, providerActorName(provider.providerId)) })
+  }
+  const { metadata, inference, conversations: conversationsRef } = config.storage.stores
+  const storeRef = <M>(backend: string): Promise<ActorRef<M>> => mustLookup<M>(system, storeActorName(backend))
+  const metadataArgs = metadata === undefined ? undefined : { store: await storeRef<KvMessage>(metadata.backend), namespace: metadata.namespace }
+  if (metadataArgs === undefined) log.warn('no storage.stores.metadata: registered models are kept in memory only')
+
+  await system.supervise(
+    {
+      strategy: 'one_for_one',
+      intensity: 5,
+      periodMs: 10_000,
+      backoff: BACKOFF,
+      children: [
+        {
+          id: 'routing:models',
+          name: 'routing:models',
+          behavior: modelsRoutingTable,
+          args: { providers: entries, models: config.registered_resources.models, ...(metadataArgs === undefined ? {} : { metadata: metadataArgs }) },
+          // Every request reads the table: on the HTTP thread it costs no hop.
+          placement: 'main' as const,
+          restart: 'permanent' as const,
+          shutdownMs: drainMs,
+        },
+        ...(inference === undefined
+          ? []
+          : [
+              {
+                id: 'inference-store',
+                name: 'inference-store',
+                behavior: inferenceStore,
+                args: { store: await storeRef<TableMessage>(inference.backend), table: inference.table_name, maxQueue: inference.max_write_queue_size, writers: inference.num_writers },
+                placement: 'main' as const,
+                restart: 'permanent' as const,
+                shutdownMs: drainMs,
+              },
+            ]),
+        ...(conversationsRef === undefined
+          ? []
+          : [
+              {
+                id: 'conversations',
+                name: 'conversations',
+                behavior: conversations,
+                args: { store: await storeRef<TableMessage>(conversationsRef.backend), table: conversationsRef.table_name },
+                placement: 'main' as const,
+                restart: 'permanent' as const,
+                shutdownMs: drainMs,
+              },
+            ]),
+      ],
+    },
+    { id: 'apis' },
+  )
+
+  const snapshot = await system.inspect()
+  for (const actor of actorNodes(snapshot.root)) log.info({ actor: actor.id, placement: actor.placement, thread: actor.thread, status: actor.status }, 'actor started')
+
+  const models = await mustLookup<ModelsMessage>(system, 'routing:models')
+  const server = new ApiServer({
+    system,
+    models,
+    inferenceStore: inference === undefined ? undefined : await mustLookup<InferenceStoreMessage>(system, 'inference-store'),
+    conversations: conversationsRef === undefined ? undefined : await mustLookup<ConversationsMessage>(system, 'conversations'),
+    imageName: config.image_name,
+    version: packageVersion(),
+    log: log.child({ component: 'http' }),
+    cors: config.server.cors,
+  })
+  const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
+  log.info({ url }, `listening on ${url}`)
+  return {
+    server,
+    url,
+    models,
+    stop: async () => {
+      await server.close()
+      await system.shutdown()
+    },
+  }
+}
+
+async function mustLookup<M>(system: ActorSystem, name: string): Promise<ActorRef<M>> {
+  const ref = await system.lookup<M>(name)
+  if (ref === undefined) throw new Error(`actor '${name}' did not start`)
+  return ref
+}
+
+
+let version: string | undefined
+function packageVersion(): string {
+  if (version === undefined) {
+    // src/supervisor → the package root, from both src/ (tests) and dist/src/ (built).
+    for (const candidate of ['../../package.json', '../../../package.json']) {
+      try {
+        const pkg = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: string; version?: string }
+        if (pkg.name === 'troupe') {
+          version = pkg.version ?? '0.0.0'
+          break
+        }
+      } catch {
+        // not at this depth
+      }
+    }
+  }
+  return version ?? '0.0.0'
+}
