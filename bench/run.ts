@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util'
 import { askRtt } from './ask-rtt.js'
 import { formatTable, type BenchResult } from './harness.js'
+import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
@@ -18,6 +19,7 @@ const benches: Bench[] = [
   { names: ['tell_tput_pool', 'tell_tput_pool_vs_piscina'], run: tellThroughput },
   { names: ['tell_tput_same_thread'], run: sameThread },
   { names: ['kv_put_tput_actor', 'kv_get_tput_actor', 'kv_put_tput_actor_per_ask', 'kv_get_tput_actor_per_ask'], run: kvStoreThroughput },
+  { names: ['http_models_rps', 'http_chat_rps', 'http_chat_overhead_p50_ms'], run: rounds => httpThroughput(Math.min(rounds, 3)) },
 ]
 
 const { values } = parseArgs({

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { workerExecArgv } from './fixtures/system.js'
 
@@ -71,11 +73,12 @@ t.test('validate prints every error with its path and exits 1', async t => {
   t.match(broken.stderr, /broken\.yaml:\d+:\d+: /, 'syntax errors carry line and column')
 })
 
-t.test('start with a config brings up one store actor per backend, then stops cleanly', async t => {
+t.test('npm start serves the default stack even with no upstream reachable, and stops cleanly on SIGINT', async t => {
   const dir = t.testdir({})
   const stack = fileURLToPath(new URL('../stack.yaml', import.meta.url))
+  const port = await freePort()
   const child = spawn(process.execPath, [...workerExecArgv(), mainModule, '--config', stack, '--workers', '1'], {
-    env: { ...process.env, TROUPE_DATA_DIR: dir, TROUPE_LOG_LEVEL: 'info', OPENAI_API_KEY: '' },
+    env: { ...process.env, TROUPE_DATA_DIR: dir, TROUPE_PORT: String(port), TROUPE_LOG_LEVEL: 'info', OPENAI_API_KEY: '', OLLAMA_URL: 'http://127.0.0.1:1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''
@@ -83,12 +86,33 @@ t.test('start with a config brings up one store actor per backend, then stops cl
   await new Promise<void>(resolve => {
     child.stdout.on('data', (chunk: string) => {
       stdout += chunk
-      if (stdout.includes('"deadLetters": ')) resolve()
+      if (stdout.includes('listening on')) resolve()
     })
   })
+  const base = `http://127.0.0.1:${port}`
+  const health = (await (await fetch(`${base}/v1/health`)).json()) as { status: string; unreachable_providers: Array<{ provider_id: string }> }
+  t.equal(health.status, 'degraded')
+  t.same(
+    health.unreachable_providers.map(p => p.provider_id),
+    ['ollama'],
+    'health names the provider it cannot reach',
+  )
+  t.same(await (await fetch(`${base}/v1/models`)).json(), { object: 'list', data: [] })
   child.kill('SIGINT')
   const [code] = (await once(child, 'exit')) as [number | null]
   t.equal(code, 0)
-  t.match(stdout, /"name": "store:kv_default"/)
-  t.match(stdout, /"name": "store:sql_default"/)
+  const started = stdout
+    .split('\n')
+    .filter(line => line.includes('"actor started"'))
+    .map(line => (JSON.parse(line) as { actor: string }).actor)
+  t.same(started, ['store:kv_default', 'store:sql_default', 'provider:ollama', 'routing:models', 'inference-store', 'conversations'], 'one log line per actor, in start order')
+  t.match(stdout, new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}"`))
 })
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise(resolve => server.close(resolve))
+  return port
+}

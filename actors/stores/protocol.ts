@@ -121,4 +121,5 @@ export const STORE_ERROR_CODES = {
   conflict: 'an insert whose primary key already exists',
   bad_cursor: 'a pagination cursor that this query did not produce',
   backend_unavailable: 'the backend server could not be reached or failed the operation',
+  not_found: 'no stored record (chat completion, conversation, item) with that id',
 } as const

@@ -2,6 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs'
 import t from 'tap'
 import { ActorError, KERNEL_ERROR_CODES } from '../../src/index.js'
 import { STORE_ERROR_CODES } from '../../actors/stores/protocol.js'
+import { INFERENCE_ERROR_CODES } from '../../actors/providers/inference/protocol.js'
 
 const documented = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8')
 
@@ -13,6 +14,13 @@ t.test('every store error code is documented, and every code the stores raise is
   for (const code of Object.keys(STORE_ERROR_CODES)) t.match(documented, `| \`${code}\` |`, code)
   for (const code of codesRaisedIn(new URL('../../actors/stores/', import.meta.url))) {
     t.ok(code in STORE_ERROR_CODES || code in KERNEL_ERROR_CODES, `${code} is a store or kernel code`)
+  }
+})
+
+t.test('every inference and HTTP error code is documented, with its status', async t => {
+  for (const code of [...Object.keys(INFERENCE_ERROR_CODES), 'unknown_provider', 'method_not_allowed', 'body_too_large', 'not_configured']) t.match(documented, `| \`${code}\` | `, code)
+  for (const code of codesRaisedIn(new URL('../../actors/providers/', import.meta.url))) {
+    t.ok(code in INFERENCE_ERROR_CODES || code in KERNEL_ERROR_CODES, `${code} is an inference or kernel code`)
   }
 })
 

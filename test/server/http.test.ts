@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http'
 import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../fixtures/upstreams.js'
+import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
 import { eventually } from '../fixtures/eventually.js'
 import { parseConfig } from '../../src/config/index.js'

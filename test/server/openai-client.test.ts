@@ -1,6 +1,6 @@
 import OpenAI from 'openai'
 import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../fixtures/upstreams.js'
+import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
 
 // The official openai client against troupe, end to end: HTTP → routing table → provider actor

@@ -1,0 +1,136 @@
+import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { Agent, createServer, request as httpRequest, type Server } from 'node:http'
+import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { pino } from 'pino'
+import { parseConfig } from '../src/config/index.js'
+import { startStack } from '../src/supervisor/stack.js'
+import { fixture, startBenchSystem } from './context.js'
+import { fakeOpenAI } from './fixtures/upstreams.js'
+import { measure, type BenchResult, type Subject } from './harness.js'
+
+const run = promisify(execFile)
+const autocannonBin = createRequire(import.meta.url).resolve('autocannon/autocannon.js')
+
+const MODELS = 20
+const DURATION_S = 3
+const CONNECTIONS = 32
+const SEQUENTIAL = 2000
+
+const subjects: Subject[] = [
+  { name: 'http_models_rps', unit: 'req/s', baseline: 'bare node:http returning a list of the same size', better: 'higher', target: 'ratio >= 0.8' },
+  { name: 'http_chat_rps', unit: 'req/s', baseline: 'bare node:http proxy to the same upstream', better: 'higher', target: 'ratio >= 0.6' },
+  { name: 'http_chat_overhead_p50_ms', unit: 'ms', baseline: 'bare proxy p50, one request at a time (value: troupe p50 minus it)', better: 'lower', target: 'value <= 0.5 ms' },
+]
+
+interface Load {
+  readonly rps: number
+}
+
+/** Load from autocannon in its own process on 127.0.0.1, bounded by duration. */
+async function load(url: string, connections: number, body?: string): Promise<Load> {
+  const args = [autocannonBin, '--json', '-c', String(connections), '-d', String(DURATION_S)]
+  if (body !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/json', '-b', body)
+  args.push(url)
+  const { stdout } = await run(process.execPath, args, { maxBuffer: 16 * 1024 * 1024 })
+  const result = JSON.parse(stdout) as { requests: { average: number }; non2xx: number; errors: number; timeouts: number }
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts under load`)
+  return { rps: result.requests.average }
+}
+
+/** p50 latency of `count` sequential requests from a client in its own process, at µs resolution. */
+async function sequentialP50(url: string, body: string, count: number): Promise<number> {
+  const { stdout } = await run(process.execPath, [fileURLToPath(fixture('sequential-client')), url, body, String(count)])
+  return (JSON.parse(stdout) as { p50: number }).p50
+}
+
+function listen(server: Server): Promise<string> {
+  return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)))
+}
+
+/** The baseline proxy: forwards the body to the upstream and the answer back, nothing else. */
+function bareProxy(upstream: string): Server {
+  const target = new URL(upstream)
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 })
+  return createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', chunk => chunks.push(chunk as Buffer))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      const out = httpRequest(
+        { host: target.hostname, port: target.port, path: `${target.pathname}/chat/completions`, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
+        upstreamRes => {
+          const parts: Buffer[] = []
+          upstreamRes.on('data', chunk => parts.push(chunk as Buffer))
+          upstreamRes.on('end', () => {
+            const reply = Buffer.concat(parts)
+            res.writeHead(upstreamRes.statusCode ?? 502, { 'content-type': 'application/json', 'content-length': reply.length })
+            res.end(reply)
+          })
+        },
+      )
+      out.end(body)
+    })
+  })
+}
+
+/** GET /v1/models and non-streaming chat through the whole stack, against bare node:http doing the same. */
+export async function httpThroughput(rounds: number): Promise<BenchResult[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'troupe-bench-http-'))
+  const upstream = await fakeOpenAI()
+  const models = Array.from({ length: MODELS }, (_, i) => `    - { model_id: model-${i}, provider_id: up, provider_model_id: gpt-test }`).join('\n')
+  const yaml = `
+providers:
+  inference: [{ provider_id: up, provider_type: remote::openai, config: { base_url: ${upstream.url} } }]
+storage:
+  backends:
+    kv: { type: kv_lmdb, path: ${dir}/kv }
+    sql: { type: sql_lmdb, path: ${dir}/sql }
+  stores:
+    metadata: { backend: kv, namespace: registry }
+    inference: { backend: sql, table_name: inference_store }
+registered_resources:
+  models:
+${models}
+`
+  const system = await startBenchSystem(1)
+  const stack = await startStack(system, parseConfig(yaml, {}, 'bench.yaml'), pino({ level: 'warn' }), { port: 0, host: '127.0.0.1' })
+  // The bare list server answers with the same bytes troupe's /v1/models does.
+  const listBody = await (await fetch(`${stack.url}/v1/models`)).text()
+  const bareList = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(listBody) })
+    res.end(listBody)
+  })
+  const bareListUrl = await listen(bareList)
+  const proxy = bareProxy(upstream.url)
+  const proxyUrl = await listen(proxy)
+  const chat = JSON.stringify({ model: 'model-0', messages: [{ role: 'user', content: 'benchmark' }] })
+  const bareChat = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'benchmark' }] })
+  try {
+    return await measure(subjects, rounds, 0, async () => {
+      const bareModels = await load(bareListUrl, CONNECTIONS)
+      const troupeModels = await load(`${stack.url}/v1/models`, CONNECTIONS)
+      const bareChatLoad = await load(proxyUrl, CONNECTIONS, bareChat)
+      const troupeChat = await load(`${stack.url}/v1/chat/completions`, CONNECTIONS, chat)
+      // autocannon reports whole milliseconds: the overhead needs a finer clock.
+      const bareOne = await sequentialP50(proxyUrl, bareChat, SEQUENTIAL)
+      const troupeOne = await sequentialP50(`${stack.url}/v1/chat/completions`, chat, SEQUENTIAL)
+      return [
+        { value: troupeModels.rps, baseline: bareModels.rps },
+        { value: troupeChat.rps, baseline: bareChatLoad.rps },
+        { value: troupeOne - bareOne, baseline: bareOne },
+      ]
+    })
+  } finally {
+    await stack.stop()
+    await new Promise(resolve => bareList.close(resolve))
+    await new Promise(resolve => proxy.close(resolve))
+    await upstream.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
