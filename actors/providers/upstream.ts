@@ -1,5 +1,9 @@
 import { Pool, errors, type Dispatcher } from 'undici'
 import { ActorError } from '../../src/index.js'
+import type { ProviderHealth } from './inference/protocol.js'
+
+/** A health check waits this long, not the provider's (long) inference timeout. */
+const PROBE_TIMEOUT_MS = 3000
 
 export interface UpstreamOptions {
   /** The provider id, for errors and logs. */
@@ -70,6 +74,14 @@ export class Upstream {
         }
       },
     }
+  }
+
+  /** Whether the upstream answers a GET of `path` in time; never rejects. */
+  probe(path: string, signal: AbortSignal): Promise<ProviderHealth> {
+    return this.json({ method: 'GET', path, signal, timeoutMs: PROBE_TIMEOUT_MS }).then(
+      (): ProviderHealth => ({ status: 'ok' }),
+      (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: error.message }),
+    )
   }
 
   close(): Promise<void> {

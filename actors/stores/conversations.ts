@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { ActorError, defineBehavior, type ActorRef } from '../../src/index.js'
 import type { RowPage, TableMessage } from './protocol.js'
+import { nextSequence } from './sequence.js'
 
 /**
  * Conversations, as OpenAI's Conversations API defines them: a conversation (id `conv_…`,
@@ -183,10 +184,8 @@ function normalise(input: ItemInput): Record<string, unknown> & { id: string } {
   return { ...message, type: 'message', id: message.id ?? newId('msg'), status: 'completed', content }
 }
 
-/** Increasing across restarts: time-based, and past the last one this actor gave. */
 function nextSeq(state: State): number {
-  state.lastSeq = Math.max(Date.now() * 1000, state.lastSeq + 1)
-  return state.lastSeq
+  return (state.lastSeq = nextSequence(state.lastSeq))
 }
 
 function newId(prefix: string): string {

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ActorError, defineBehavior, type ActorRef } from '../../src/index.js'
 import type { RowPage, TableMessage, TableSpec } from './protocol.js'
+import { nextSequence } from './sequence.js'
 
 /**
  * The inference store: every chat completion, recorded through a bounded write queue. A
@@ -97,7 +98,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
       case 'record': {
         const { input_messages: _ignored, ...completion } = msg.completion
         // `created` has second resolution: `recorded` orders completions as they arrived.
-        state.lastRecorded = Math.max(Date.now() * 1000, state.lastRecorded + 1)
+        state.lastRecorded = nextSequence(state.lastRecorded)
         const row: Row = { id: msg.completion.id, recorded: state.lastRecorded, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
         if (state.queue.length < state.args.maxQueue) {
           enqueue(state, row, ctx.log)

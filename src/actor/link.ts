@@ -24,7 +24,11 @@ const SPIN_MS = 0.05
  */
 const FLUSH_DUE_MS = 0.05
 const SLOW_BATCH = 4
-/** This thread's outboxes (all links): when the oldest waiting envelope was queued (0: none) and how many wait. */
+/**
+ * This thread's outboxes, all links together: how many envelopes wait and when the first was
+ * queued. Any link's flush resets both, so with several links busy the figure undercounts and
+ * errs toward not yielding, which only costs overlap.
+ */
 let oldestUnflushed = 0
 let unflushed = 0
 

@@ -8,7 +8,6 @@ import {
   type ChatCompletionChunk,
   type ChatMessage,
   type InferenceMessage,
-  type ProviderHealth,
   type UpstreamModel,
 } from './protocol.js'
 
@@ -28,8 +27,6 @@ interface State {
   readonly providerId: string
   readonly upstream: Upstream
 }
-
-const HEALTH_TIMEOUT_MS = 3000
 
 /** What Ollama's /api/chat answers (one object, or one per NDJSON line when streaming). */
 interface OllamaChat {
@@ -98,10 +95,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
         return (tags.models ?? []).map((model): UpstreamModel => ({ id: model.name, model_type: /embed/i.test(model.name) ? 'embedding' : 'llm' }))
       }
       case 'health':
-        return upstream.json({ method: 'GET', path: '/api/tags', signal: ctx.signal, timeoutMs: HEALTH_TIMEOUT_MS }).then(
-          (): ProviderHealth => ({ status: 'ok' }),
-          (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: error.message }),
-        )
+        return upstream.probe('/api/tags', ctx.signal)
     }
   },
   async *stream(state, msg: InferenceMessage, ctx) {

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { ActorError, defineBehavior } from '../../../src/index.js'
 import { sseData, Upstream } from '../upstream.js'
-import { inferenceProtocol, type ChatCompletion, type ChatCompletionChunk, type InferenceMessage, type ProviderHealth, type UpstreamModel } from './protocol.js'
+import { inferenceProtocol, type ChatCompletion, type ChatCompletionChunk, type InferenceMessage, type UpstreamModel } from './protocol.js'
 
 export const openaiConfigSchema = z.object({
   base_url: z.url({ protocol: /^https?$/ }).describe('The API root, e.g. https://api.openai.com/v1 or http://localhost:8000/v1.'),
@@ -22,8 +22,6 @@ interface State {
   readonly upstream: Upstream
   readonly allowed: ReadonlySet<string> | undefined
 }
-
-const HEALTH_TIMEOUT_MS = 3000
 
 /**
  * remote::openai: any server that speaks OpenAI's API (OpenAI, vLLM, llama.cpp's server, …).
@@ -59,10 +57,7 @@ export const openaiProvider = defineBehavior(import.meta.url, 'openaiProvider', 
           .map((model): UpstreamModel => ({ id: model.id, model_type: /embed/i.test(model.id) ? 'embedding' : 'llm' }))
       }
       case 'health':
-        return upstream.json({ method: 'GET', path: '/models', signal: ctx.signal, timeoutMs: HEALTH_TIMEOUT_MS }).then(
-          (): ProviderHealth => ({ status: 'ok' }),
-          (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: error.message }),
-        )
+        return upstream.probe('/models', ctx.signal)
     }
   },
   async *stream(state, msg: InferenceMessage, ctx) {

@@ -32,8 +32,9 @@ export function openLmdbKv(path: string, mapSizeMb: number): KvBackend {
     // transaction, so the answer is exact even with deletes racing.
     delete: (namespace, key) =>
       db.transaction(() => {
-        const existed = db.doesExist(keyOf(namespace, key))
-        if (existed) void db.remove(keyOf(namespace, key))
+        const full = keyOf(namespace, key)
+        const existed = db.doesExist(full)
+        if (existed) void db.remove(full)
         return existed
       }),
     scan: async (namespace, prefix, after, limit) => {
