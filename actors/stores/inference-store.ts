@@ -40,7 +40,7 @@ export const inferenceStoreProtocol = z.discriminatedUnion('type', [
     order: z.enum(['asc', 'desc']).optional(),
     model: z.string().optional(),
   }),
-  /** Queue depth, writers busy, records written: for inspection and tests. */
+  /** Queue depth, writers busy, records written, store writes made: for inspection and tests. */
   z.object({ type: z.literal('stats') }),
 ])
 export type InferenceStoreMessage = z.infer<typeof inferenceStoreProtocol>
@@ -68,6 +68,8 @@ interface State {
   readonly waiting: Array<{ row: Row; admitted: () => void }>
   busyWriters: number
   written: number
+  /** Writes sent to the table store: one per batch, plus one per row of a refused batch. */
+  batches: number
   failures: number
   /** Resolves when the queue is empty and no writer is busy. */
   idle: Array<() => void>
@@ -79,6 +81,8 @@ interface State {
 }
 
 const DEFAULT_LIMIT = 20
+/** Records one writer commits together. */
+const WRITE_BATCH = 256
 
 export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', {
   protocol: inferenceStoreProtocol,
@@ -91,7 +95,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
       indexes: [['recorded'], ['model', 'recorded']],
     }
     await args.store.ask({ type: 'createTable', table: spec })
-    return { args, queue: [], waiting: [], busyWriters: 0, written: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
+    return { args, queue: [], waiting: [], busyWriters: 0, written: 0, batches: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
   },
   receive(state, msg: InferenceStoreMessage, ctx) {
     switch (msg.type) {
@@ -111,7 +115,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
       case 'list':
         return caughtUp(state).then(() => list(state, msg))
       case 'stats':
-        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, failures: state.failures }
+        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, batches: state.batches, failures: state.failures }
     }
   },
   async stop(state) {
@@ -126,14 +130,19 @@ function enqueue(state: State, row: Row, log: { error(obj: object, msg: string):
   if (state.busyWriters < state.args.writers) void write(state, log)
 }
 
-/** One writer: takes records off the queue until it is empty. */
+/**
+ * One writer: takes records off the queue, up to WRITE_BATCH at a time, until it is empty. A
+ * batch is one transaction, so one commit (one fsync on LMDB) covers all its rows: writing row
+ * by row, four writers managed about 3k records a second and the queue, not the upstream, set
+ * the pace of chat completions.
+ */
 async function write(state: State, log: { error(obj: object, msg: string): void }): Promise<void> {
   state.busyWriters++
   try {
-    for (let row = state.queue.shift(); row !== undefined; row = state.queue.shift()) {
+    for (let batch = state.queue.splice(0, WRITE_BATCH); batch.length > 0; batch = state.queue.splice(0, WRITE_BATCH)) {
       admitWaiting(state)
-      await writeWithRetry(state, row, log)
-      state.unwritten.delete(row.recorded)
+      await writeBatch(state, batch, log)
+      for (const row of batch) state.unwritten.delete(row.recorded)
       releaseReaders(state)
     }
   } finally {
@@ -170,22 +179,38 @@ function releaseReaders(state: State): void {
   }
 }
 
-/** A record that was acknowledged must land: transient store failures are retried with backoff. */
-async function writeWithRetry(state: State, row: Row, log: { error(obj: object, msg: string): void }): Promise<void> {
+/** Codes for a write the store refuses outright: retrying it would fail forever. */
+const REFUSED = new Set(['bad_row', 'value_too_large', 'unencodable_value'])
+
+/**
+ * A record that was acknowledged must land: transient store failures are retried with backoff.
+ * A batch the store refuses (one bad row fails the whole transaction) is written row by row, so
+ * only the bad row is lost, and loudly.
+ */
+async function writeBatch(state: State, rows: Row[], log: { error(obj: object, msg: string): void }): Promise<void> {
+  const { store, table } = state.args
+  const message: TableMessage =
+    rows.length === 1
+      ? { type: 'upsert', table, row: rows[0] as unknown as Record<string, unknown> }
+      : { type: 'transaction', ops: rows.map(row => ({ type: 'upsert' as const, table, row: row as unknown as Record<string, unknown> })) }
   for (let attempt = 0; ; attempt++) {
     try {
-      await state.args.store.ask({ type: 'upsert', table: state.args.table, row: row as unknown as Record<string, unknown> })
-      state.written++
+      state.batches++
+      await store.ask(message)
+      state.written += rows.length
       return
     } catch (error) {
       state.failures++
       const code = (error as ActorError).code
-      // A record the store refuses outright (bad_row) would fail forever: log it loudly, move on.
-      if (code === 'bad_row' || code === 'value_too_large' || code === 'unencodable_value') {
-        log.error({ err: error, id: row.id }, 'the inference store refused a record; it is not stored')
+      if (REFUSED.has(code)) {
+        if (rows.length > 1) {
+          for (const row of rows) await writeBatch(state, [row], log)
+          return
+        }
+        log.error({ err: error, id: rows[0]!.id }, 'the inference store refused a record; it is not stored')
         return
       }
-      if (attempt % 10 === 0) log.error({ err: error, id: row.id, attempt }, 'writing a chat completion record failed; retrying')
+      if (attempt % 10 === 0) log.error({ err: error, ids: rows.map(row => row.id), attempt }, 'writing chat completion records failed; retrying')
       await new Promise(resolve => setTimeout(resolve, Math.min(50 * 2 ** attempt, 2000)))
     }
   }

@@ -1,0 +1,150 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ActorError, defineBehavior, type ActorRef, type ActorSystem } from '../../src/index.js'
+import { inferenceStore, type CompletionList, type InferenceStoreArgs, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
+import { tableStore } from '../../actors/stores/table-store.js'
+import type { TableMessage, WriteOp } from '../../actors/stores/protocol.js'
+import { startSystem } from '../fixtures/system.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'troupe-inference-store-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+interface Stats {
+  queued: number
+  waiting: number
+  busyWriters: number
+  written: number
+  batches: number
+  failures: number
+}
+
+const completion = (id: string) => ({ id, object: 'chat.completion', created: 1_700_000_000, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: `answer ${id}` }, finish_reason: 'stop' }] })
+const record = (store: ActorRef<InferenceStoreMessage>, id: string): Promise<unknown> =>
+  store.ask({ type: 'record', completion: completion(id), messages: [{ role: 'user', content: `question ${id}` }] }, { timeoutMs: Infinity })
+
+/**
+ * A table store the test steers: it keeps upserted rows in memory, refuses rows whose id is in
+ * `refuse` (bad_row, as a real store does for a bad value), fails the next `unavailable` writes
+ * with backend_unavailable, and holds every write while `gate` is set. Lists come back empty:
+ * the tests use them only to wait until every acknowledged record is written.
+ */
+interface FakeTable {
+  readonly rows: Map<string, Record<string, unknown>>
+  readonly refuse: Set<string>
+  unavailable: number
+  gate: Promise<void> | undefined
+  writes: number
+}
+
+const fakeTable = defineBehavior(import.meta.url, 'fakeTable', {
+  init: (fake: FakeTable) => fake,
+  async receive(fake, msg: TableMessage) {
+    if (msg.type === 'createTable') return null
+    if (msg.type === 'fetchAll') return { rows: [], cursor: null } // a list is only a barrier here
+    if (msg.type !== 'upsert' && msg.type !== 'transaction') throw new ActorError('bad_message', `the fake table does not serve ${msg.type}`)
+    fake.writes++
+    await fake.gate
+    if (fake.unavailable > 0) {
+      fake.unavailable--
+      throw new ActorError('backend_unavailable', 'the fake backend is down')
+    }
+    const ops: WriteOp[] = msg.type === 'transaction' ? msg.ops : [msg]
+    for (const op of ops) if (op.type === 'upsert' && fake.refuse.has(op.row['id'] as string)) throw new ActorError('bad_row', `row ${op.row['id']} is refused`)
+    for (const op of ops) if (op.type === 'upsert') fake.rows.set(op.row['id'] as string, op.row)
+    return ops.map(() => 1)
+  },
+})
+
+async function withFake(system: ActorSystem, fake: FakeTable, options: Partial<InferenceStoreArgs> = {}): Promise<ActorRef<InferenceStoreMessage>> {
+  const table = await system.spawn(fakeTable, { placement: 'main', args: fake })
+  return system.spawn(inferenceStore, { placement: 'main', args: { store: table as ActorRef<TableMessage>, table: 'inference', maxQueue: 10_000, writers: 4, ...options } })
+}
+
+/** A promise and the function that settles it (Promise.withResolvers is Node 22). */
+function gate(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void
+  const promise = new Promise<void>(settle => (resolve = settle))
+  return { promise, resolve }
+}
+
+const newFake = (): FakeTable => ({ rows: new Map(), refuse: new Set(), unavailable: 0, gate: undefined, writes: 0 })
+
+t.test('records written together share one write: a burst of 1000 takes a handful of transactions', async t => {
+  const system = await startSystem(t)
+  const table = await system.spawn(tableStore, { placement: 'pool', args: { name: 'sql', config: { type: 'sql_lmdb', path: join(dir, 'burst'), map_size_mb: 64 } } })
+  const store = await system.spawn(inferenceStore, { placement: 'main', args: { store: table, table: 'inference', maxQueue: 10_000, writers: 4 } })
+  const ids = Array.from({ length: 1000 }, (_, i) => `chatcmpl-${String(i).padStart(4, '0')}`)
+  await Promise.all(ids.map(id => record(store, id)))
+  // A read waits for every record acknowledged before it.
+  const page = await store.ask<CompletionList>({ type: 'list', order: 'asc', limit: 100 })
+  t.same(page.data.map(c => c.id), ids.slice(0, 100), 'in arrival order, all written')
+  const stats = await store.ask<Stats>({ type: 'stats' })
+  t.equal(stats.written, 1000)
+  t.ok(stats.batches <= 20, `1000 records took ${stats.batches} writes`)
+  t.equal(stats.failures, 0)
+})
+
+t.test('a row the store refuses is lost alone, loudly; the rest of its batch lands', async t => {
+  const system = await startSystem(t)
+  const fake = newFake()
+  fake.refuse.add('bad')
+  const store = await withFake(system, fake, { writers: 1 })
+  const release = gate()
+  fake.gate = release.promise // hold the first write so the rest batch up behind it
+  const ids = ['a', 'b', 'bad', 'c', 'd']
+  await Promise.all(ids.map(id => record(store, id)))
+  release.resolve()
+  fake.gate = undefined
+  await store.ask({ type: 'list' }) // waits until every record is written or given up
+  t.same([...fake.rows.keys()].sort(), ['a', 'b', 'c', 'd'])
+  const stats = await store.ask<Stats>({ type: 'stats' })
+  t.equal(stats.written, 4)
+  t.ok(stats.failures >= 2, 'the batch failed, then the bad row on its own')
+})
+
+t.test('a store that is down is retried: no acknowledged record is lost', async t => {
+  const system = await startSystem(t)
+  const fake = newFake()
+  fake.unavailable = 2
+  const store = await withFake(system, fake)
+  await Promise.all(['x', 'y', 'z'].map(id => record(store, id)))
+  await store.ask({ type: 'list' })
+  t.same([...fake.rows.keys()].sort(), ['x', 'y', 'z'])
+  t.equal((await store.ask<Stats>({ type: 'stats' })).failures, 2)
+})
+
+t.test('a full queue holds the acknowledgement until there is room; nothing is dropped', async t => {
+  const system = await startSystem(t)
+  const fake = newFake()
+  const release = gate()
+  fake.gate = release.promise
+  const store = await withFake(system, fake, { maxQueue: 2, writers: 1 })
+  // The writer takes the first record; the next two fill the queue; the fourth must wait.
+  const early = await Promise.all(['1', '2', '3'].map(id => record(store, id)))
+  t.equal(early.length, 3)
+  let fourthDone = false
+  const fourth = record(store, '4').then(() => (fourthDone = true))
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.notOk(fourthDone, 'the fourth record waits while the queue is full')
+  t.match(await store.ask<Stats>({ type: 'stats' }), { queued: 2, waiting: 1 })
+  release.resolve()
+  fake.gate = undefined
+  await fourth
+  await store.ask({ type: 'list' })
+  t.same([...fake.rows.keys()].sort(), ['1', '2', '3', '4'])
+})
+
+t.test('stopping drains the queue into the store before the actor ends', async t => {
+  const system = await startSystem(t)
+  const fake = newFake()
+  const release = gate()
+  fake.gate = release.promise
+  const store = await withFake(system, fake, { writers: 2 })
+  await Promise.all(['p', 'q', 'r', 's'].map(id => record(store, id)))
+  const stopped = system.stop(store)
+  setTimeout(() => release.resolve(), 20)
+  await stopped
+  t.same([...fake.rows.keys()].sort(), ['p', 'q', 'r', 's'])
+})
