@@ -69,6 +69,11 @@ export interface ModelsArgs {
 
 interface State {
   readonly models: Map<string, Model>
+  /**
+   * The registry as a frozen list, rebuilt only after a change: a caller on this thread gets the
+   * same array until the registry changes, so it may cache what it derives from it by identity.
+   */
+  listing: readonly Model[] | undefined
   readonly providers: ReadonlyMap<string, ProviderEntry>
   readonly kv: KvClient | undefined
 }
@@ -91,7 +96,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
         else ctx.log.warn({ model: value.identifier, provider: value.provider_id }, 'a registered model names a provider that is no longer configured; not served')
       }
     }
-    const state: State = { models, providers, kv }
+    const state: State = { models, listing: undefined, providers, kv }
     for (const model of args.models) await register(state, model)
     return state
   },
@@ -104,7 +109,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
       case 'get':
         return state.models.get(msg.model_id) ?? null
       case 'list':
-        return [...state.models.values()]
+        return (state.listing ??= Object.freeze([...state.models.values()]))
       case 'chat':
       case 'completion':
       case 'embeddings':
@@ -144,6 +149,7 @@ async function register(state: State, input: ModelInput): Promise<Model> {
   // Durable first: a registration is acknowledged only once the registry has it.
   await state.kv?.set(MODEL_PREFIX + model.identifier, model)
   state.models.set(model.identifier, model)
+  state.listing = undefined
   return model
 }
 
@@ -151,6 +157,7 @@ async function unregister(state: State, modelId: string): Promise<boolean> {
   if (!state.models.has(modelId)) return false
   await state.kv?.delete(MODEL_PREFIX + modelId)
   state.models.delete(modelId)
+  state.listing = undefined
   return true
 }
 

@@ -16,6 +16,8 @@ export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
   (KV_BACKEND_TYPES as readonly string[]).includes(type) ? 'kv' : (SQL_BACKEND_TYPES as readonly string[]).includes(type) ? 'sql' : undefined
 
 const port = z.number().int().min(1).max(65535)
+/** The default request body limit: 10 MiB. */
+const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 const lmdbPath = (family: string) => restart(z.string().min(1), `Directory of the LMDB environment for this ${family} backend; created if missing.`)
 const mapSize = restart(z.number().int().positive().default(1024), 'Largest size the LMDB environment may grow to, in MiB.')
@@ -134,6 +136,7 @@ export const stackConfigSchema = z
         .object({
           host: restart(z.string().default('0.0.0.0'), 'Interface the HTTP server listens on.'),
           port: restart(port.default(8321), 'Port the HTTP server listens on.'),
+          max_body_bytes: restart(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
           auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings.'),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
           tls: restart(
@@ -147,7 +150,7 @@ export const stackConfigSchema = z
             'Serve HTTPS with these files.',
           ),
         })
-        .default({ host: '0.0.0.0', port: 8321 }),
+        .default({ host: '0.0.0.0', port: 8321, max_body_bytes: DEFAULT_MAX_BODY_BYTES }),
       'The OpenAI-compatible HTTP server.',
     ),
     workflows: restart(z.array(workflowSchema).default([]), 'Workflows, each run by its own actor.'),

@@ -54,9 +54,13 @@ export function errorBody(error: HttpError): string {
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
+  sendEncoded(res, status, JSON.stringify(body))
+}
+
+/** A body already serialised as JSON: a string, or its UTF-8 bytes when they are reused. */
+export function sendEncoded(res: ServerResponse, status: number, json: string | Buffer): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': typeof json === 'string' ? Buffer.byteLength(json) : json.length })
+  res.end(json)
 }
 
 export function sendError(res: ServerResponse, error: HttpError): void {
@@ -65,28 +69,53 @@ export function sendError(res: ServerResponse, error: HttpError): void {
     return
   }
   const text = errorBody(error)
-  res.writeHead(error.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  // Past the body limit the rest of the body is never read: the connection cannot be reused.
+  const close = error.status === 413 ? { connection: 'close' } : {}
+  res.writeHead(error.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close })
   res.end(text)
 }
 
-/** The JSON body, refused with 413 past `limit` bytes and 400 when it is not JSON. */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+/**
+ * The JSON body, refused with 413 past `limit` bytes (declared or sent) and 400 when it is not
+ * JSON. Read with plain listeners: an async iterator over the request costs a measurable share
+ * of a small request.
+ */
+export function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? 0)
-  if (declared > limit) throw new HttpError(413, 'body_too_large', `the request body is ${declared} bytes; the limit is ${limit}`)
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new HttpError(413, 'body_too_large', `the request body is more than ${limit} bytes`)
-    chunks.push(chunk as Buffer)
-  }
-  const text = Buffer.concat(chunks).toString('utf8')
-  if (text.trim() === '') throw new HttpError(400, 'invalid_request', 'the request needs a JSON body')
-  try {
-    return JSON.parse(text)
-  } catch (error) {
-    throw new HttpError(400, 'invalid_request', `the request body is not valid JSON: ${(error as Error).message}`)
-  }
+  if (declared > limit) return Promise.reject(new HttpError(413, 'body_too_large', `the request body is ${declared} bytes; the limit is ${limit}`))
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const done = (): void => {
+      req.off('data', onData).off('end', onEnd).off('error', onFail).off('close', onClose)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size <= limit) {
+        chunks.push(chunk)
+        return
+      }
+      done()
+      req.pause()
+      reject(new HttpError(413, 'body_too_large', `the request body is more than ${limit} bytes`))
+    }
+    const onEnd = (): void => {
+      done()
+      const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')
+      if (text.trim() === '') return reject(new HttpError(400, 'invalid_request', 'the request needs a JSON body'))
+      try {
+        resolve(JSON.parse(text))
+      } catch (error) {
+        reject(new HttpError(400, 'invalid_request', `the request body is not valid JSON: ${(error as Error).message}`))
+      }
+    }
+    const onFail = (error: Error): void => {
+      done()
+      reject(new HttpError(499, 'cancelled', `the request body was cut off: ${error.message}`))
+    }
+    const onClose = (): void => onFail(new Error('the client went away'))
+    req.on('data', onData).on('end', onEnd).on('error', onFail).on('close', onClose)
+  })
 }
 
 /** Parses `value` with `schema`, or a 400 naming the first field that is wrong. */

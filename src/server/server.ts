@@ -8,10 +8,9 @@ import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import type { Model, ModelsMessage, ProviderStatus } from '../../actors/routing/models.js'
 import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
-import { HttpError, readJson, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
+import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
+import { Router, type Routable, type RouteMatch } from './router.js'
 import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
-
-export const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 export interface ApiDeps {
   readonly system: ActorSystem
@@ -23,24 +22,58 @@ export interface ApiDeps {
   readonly version: string
   readonly log: Logger
   readonly cors?: boolean | { readonly allow_origins: readonly string[] } | undefined
-  readonly maxBodyBytes?: number
+  readonly maxBodyBytes: number
 }
 
-interface Request {
-  readonly req: IncomingMessage
-  readonly res: ServerResponse
-  readonly params: Record<string, string>
-  readonly query: URLSearchParams
+/**
+ * One request as handlers see it. The query and the abort signal are made on first use: most
+ * requests need neither, and an AbortController with its close listener is a measurable part of
+ * a small request's cost.
+ */
+class ServedRequest {
+  params: Record<string, string> = {}
+  readonly pathname: string
+  readonly #search: string
+  #controller: AbortController | undefined
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+  ) {
+    const url = req.url ?? '/'
+    const mark = url.indexOf('?')
+    this.pathname = mark === -1 ? url : url.slice(0, mark)
+    this.#search = mark === -1 ? '' : url.slice(mark + 1)
+  }
+
+  get query(): URLSearchParams {
+    return new URLSearchParams(this.#search)
+  }
+
   /** Aborted when the client goes away before the response is complete. */
-  readonly signal: AbortSignal
+  get signal(): AbortSignal {
+    if (this.#controller !== undefined) return this.#controller.signal
+    const controller = (this.#controller = new AbortController())
+    const gone = (): void => controller.abort(new Error('the client went away'))
+    if (this.clientGone) gone()
+    else
+      this.res.once('close', () => {
+        if (!this.res.writableFinished) gone()
+      })
+    return controller.signal
+  }
+
+  /** Whether the client went away before the response was complete. */
+  get clientGone(): boolean {
+    return !this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed)
+  }
 }
 
-interface Route {
+type Request = ServedRequest
+
+interface Route extends Routable {
   readonly method: 'GET' | 'POST' | 'DELETE'
-  /** The path as documented, `{name}` for a parameter. */
-  readonly path: string
   readonly api: string
-  readonly pattern: RegExp
   readonly handle: (request: Request) => Promise<unknown>
 }
 
@@ -55,13 +88,17 @@ const HANDLED = Symbol('handled')
 export class ApiServer {
   readonly server: Server
   readonly routes: readonly Route[]
+  readonly #router: Router<Route>
   readonly #deps: ApiDeps
   readonly #maxBody: number
+  /** The last model list served, as bytes, and the registry listing it was made from. */
+  #modelList: { readonly models: readonly Model[]; readonly body: Buffer } | undefined
 
   constructor(deps: ApiDeps) {
     this.#deps = deps
-    this.#maxBody = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+    this.#maxBody = deps.maxBodyBytes
     this.routes = this.#routes()
+    this.#router = new Router(this.routes)
     this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => void this.#serve(req, res))
   }
 
@@ -85,36 +122,29 @@ export class ApiServer {
   }
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const controller = new AbortController()
-    res.on('close', () => {
-      if (!res.writableFinished) controller.abort(new Error('the client went away'))
-    })
+    const request = new ServedRequest(req, res)
     try {
       if (this.#corsHeaders(req, res) && req.method === 'OPTIONS') {
         res.writeHead(204).end()
         return
       }
-      const url = new URL(req.url ?? '/', 'http://troupe')
-      let allowed: string[] = []
-      for (const route of this.routes) {
-        const match = route.pattern.exec(url.pathname)
-        if (match === null) continue
-        if (route.method !== req.method) {
-          allowed.push(route.method)
-          continue
-        }
-        const params = Object.fromEntries(Object.entries(match.groups ?? {}).map(([k, v]) => [k, decodeURIComponent(v)]))
-        const result = await route.handle({ req, res, params, query: url.searchParams, signal: controller.signal })
-        if (result !== HANDLED) sendJson(res, 200, result)
-        return
+      const method = req.method ?? 'GET'
+      const pathname = request.pathname
+      let found: RouteMatch<Route>
+      try {
+        found = this.#router.match(method, pathname)
+      } catch {
+        throw new HttpError(400, 'invalid_request', `the path ${pathname} is not valid percent-encoding`)
       }
-      allowed = [...new Set(allowed)]
-      if (allowed.length > 0) throw new HttpError(405, 'method_not_allowed', `${req.method} is not allowed on ${url.pathname}; use ${allowed.join(' or ')}`)
-      throw new HttpError(404, 'not_found', `no route for ${req.method} ${url.pathname}`)
+      if (found === undefined) throw new HttpError(404, 'not_found', `no route for ${method} ${pathname}`)
+      if (found.route === undefined) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname}; use ${found.allowed.join(' or ')}`)
+      request.params = found.params
+      const result = await found.route.handle(request)
+      if (result !== HANDLED) sendJson(res, 200, result)
     } catch (error) {
       const failure = toHttpError(error)
       if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code }, 'request failed')
-      if (!controller.signal.aborted) sendError(res, failure)
+      if (!request.clientGone) sendError(res, failure)
     }
   }
 
@@ -136,18 +166,13 @@ export class ApiServer {
   #routes(): Route[] {
     const { models } = this.#deps
     const ask = { timeoutMs: Infinity } as const
-    const routes: Array<Omit<Route, 'pattern'>> = [
+    return [
       { method: 'GET', path: '/v1/health', api: 'inspect', handle: ({ res }) => this.#health(res) },
       { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#deps.imageName }) },
       { method: 'GET', path: '/v1/providers', api: 'providers', handle: async () => ({ data: await models.ask<ProviderStatus[]>({ type: 'providers' }) }) },
       { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async () => ({ data: this.routes.map(r => ({ method: r.method, route: r.path, api: r.api })) }) },
       { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
-      {
-        method: 'GET',
-        path: '/v1/models',
-        api: 'models',
-        handle: async () => ({ object: 'list', data: (await models.ask<Model[]>({ type: 'list' })).map(openAiModel) }),
-      },
+      { method: 'GET', path: '/v1/models', api: 'models', handle: ({ res }) => this.#listModels(res) },
       {
         method: 'GET',
         path: '/v1/models/{model_id}',
@@ -204,10 +229,9 @@ export class ApiServer {
       },
       ...this.#conversationRoutes(),
     ]
-    return routes.map(route => ({ ...route, pattern: patternOf(route.path) }))
   }
 
-  #conversationRoutes(): Array<Omit<Route, 'pattern'>> {
+  #conversationRoutes(): Route[] {
     const call = (msg: ConversationsMessage): Promise<unknown> => {
       const conversations = this.#deps.conversations
       if (conversations === undefined) throw new HttpError(404, 'not_configured', 'conversations need storage.stores.conversations in the config')
@@ -300,6 +324,17 @@ export class ApiServer {
     await this.#deps.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages }, { timeoutMs: Infinity })
   }
 
+  /**
+   * The routing table hands back the same frozen listing until the registry changes, so the
+   * bytes made from it are reused until then: most model lists are served without serialising.
+   */
+  async #listModels(res: ServerResponse): Promise<typeof HANDLED> {
+    const models = await this.#deps.models.ask<readonly Model[]>({ type: 'list' })
+    if (this.#modelList?.models !== models) this.#modelList = { models, body: Buffer.from(JSON.stringify({ object: 'list', data: models.map(openAiModel) })) }
+    sendEncoded(res, 200, this.#modelList.body)
+    return HANDLED
+  }
+
   async #health(res: ServerResponse): Promise<unknown> {
     const snapshot = await this.#deps.system.inspect()
     const down = actorNodes(snapshot.root).filter(actor => actor.status !== 'running').map(actor => ({ id: actor.id, status: actor.status }))
@@ -309,11 +344,6 @@ export class ApiServer {
     sendJson(res, status === 'down' ? 503 : 200, { status, actors_down: down, unreachable_providers: unreachable })
     return HANDLED
   }
-}
-
-
-function patternOf(path: string): RegExp {
-  return new RegExp(`^${path.replace(/\{(\w+)\}/g, '(?<$1>[^/]+)')}$`)
 }
 
 function openAiModel(model: Model): Record<string, unknown> {

@@ -138,6 +138,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     version: packageVersion(),
     log: log.child({ component: 'http' }),
     cors: config.server.cors,
+    maxBodyBytes: config.server.max_body_bytes,
   })
   const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
   log.info({ url }, `listening on ${url}`)

@@ -60,6 +60,37 @@ t.test('a body over the limit gets 413', async t => {
   t.equal(huge.body.error.code, 'body_too_large')
 })
 
+t.test('a body sent in chunks past the limit gets 413 and the connection closes', async t => {
+  const small = await startTestStack(t, stackYaml(openai, ollama, tempDir(t)).concat('server:\n  max_body_bytes: 1024\n'))
+  const url = new URL(`${small.url}/v1/chat/completions`)
+  const answer = await new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, res => {
+      let body = ''
+      res.on('data', chunk => (body += chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }))
+    })
+    req.on('error', reject)
+    req.write(`{"model":"gpt","messages":[{"role":"user","content":"${'x'.repeat(2000)}`)
+    // The rest never comes: the server must answer without waiting for it.
+  })
+  t.equal(answer.status, 413)
+  t.equal(answer.connection, 'close')
+  t.match(JSON.parse(answer.body), { error: { code: 'body_too_large', message: /more than 1024 bytes/ } })
+})
+
+t.test('a path that is not valid percent-encoding gets 400', async t => {
+  t.match(await call('GET', '/v1/models/%E0%A4%A'), { status: 400, body: { error: { code: 'invalid_request', message: /percent-encoding/ } } })
+  t.match(await call('GET', '/v1/models/no%2Fsuch'), { status: 404, body: { error: { code: 'model_not_found', message: /no\/such/ } } })
+})
+
+t.test('the model list follows registrations at once', async t => {
+  const before = (await call('GET', '/v1/models')).body.data.map((m: { id: string }) => m.id)
+  t.equal((await call('POST', '/v1/models', { model_id: 'listed-later', provider_id: 'fake-openai', provider_model_id: 'gpt-test' })).status, 200)
+  t.same((await call('GET', '/v1/models')).body.data.map((m: { id: string }) => m.id).sort(), [...before, 'listed-later'].sort())
+  t.equal((await call('DELETE', '/v1/models/listed-later')).status, 200)
+  t.same((await call('GET', '/v1/models')).body.data.map((m: { id: string }) => m.id).sort(), [...before].sort())
+})
+
 t.test('unknown routes and methods get JSON 404 and 405', async t => {
   t.match(await call('GET', '/v1/nothing-here'), { status: 404, body: { error: { code: 'not_found', message: /GET \/v1\/nothing-here/ } } })
   t.match(await call('DELETE', '/v1/chat/completions'), { status: 405, body: { error: { code: 'method_not_allowed' } } })
