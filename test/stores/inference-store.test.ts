@@ -121,19 +121,35 @@ t.test('a full queue holds the acknowledgement until there is room; nothing is d
   const release = gate()
   fake.gate = release.promise
   const store = await withFake(system, fake, { maxQueue: 2, writers: 1 })
-  // The writer takes the first record; the next two fill the queue; the fourth must wait.
-  const early = await Promise.all(['1', '2', '3'].map(id => record(store, id)))
-  t.equal(early.length, 3)
-  let fourthDone = false
-  const fourth = record(store, '4').then(() => (fourthDone = true))
+  // A full queue is written at once: the writer takes the first two and is held; the next two
+  // fill the queue again, and the fifth must wait.
+  const early = await Promise.all(['1', '2', '3', '4'].map(id => record(store, id)))
+  t.equal(early.length, 4, 'four records acknowledged')
+  let fifthDone = false
+  const fifth = record(store, '5').then(() => (fifthDone = true))
   await new Promise(resolve => setTimeout(resolve, 50))
-  t.notOk(fourthDone, 'the fourth record waits while the queue is full')
-  t.match(await store.ask<Stats>({ type: 'stats' }), { queued: 2, waiting: 1 })
+  t.notOk(fifthDone, 'the fifth record waits while the queue is full')
+  t.match(await store.ask<Stats>({ type: 'stats' }), { queued: 2, waiting: 1, busyWriters: 1 })
   release.resolve()
   fake.gate = undefined
-  await fourth
+  await fifth
   await store.ask({ type: 'list' })
-  t.same([...fake.rows.keys()].sort(), ['1', '2', '3', '4'])
+  t.same([...fake.rows.keys()].sort(), ['1', '2', '3', '4', '5'])
+})
+
+t.test('records wait a moment to share a commit, but never for a read', async t => {
+  const system = await startSystem(t)
+  const fake = newFake()
+  const store = await withFake(system, fake, { writers: 4 })
+  for (const id of ['a', 'b', 'c']) await record(store, id)
+  t.equal(fake.writes, 0, 'three records one after another: nothing written yet')
+  await store.ask({ type: 'list' }) // a read does not wait out the linger
+  t.equal(fake.writes, 1, 'the read had all three written in one write')
+  t.same([...fake.rows.keys()].sort(), ['a', 'b', 'c'])
+  await record(store, 'd')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(fake.writes, 2, 'a lone record is written once it has lingered')
+  t.ok(fake.rows.has('d'))
 })
 
 t.test('stopping drains the queue into the store before the actor ends', async t => {
