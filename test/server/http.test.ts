@@ -137,6 +137,23 @@ t.test('a client that disconnects mid-stream aborts the upstream request', async
   }
 })
 
+t.test('a client that goes away while waiting for a whole completion aborts the upstream request', async t => {
+  for (const [upstream, model] of [
+    [openai, 'fake-openai/hang'],
+    [ollama, 'fake-ollama/hang'],
+  ] as const) {
+    const before = upstream.aborted
+    const requests = upstream.requests.length
+    const req = httpRequest(`${stack.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } })
+    req.on('error', () => {})
+    req.end(JSON.stringify(chat(model)))
+    await eventually(() => upstream.requests.length > requests, `${model}: the upstream to get the request`)
+    req.destroy()
+    await eventually(() => upstream.aborted > before, `${model}: the upstream request to be aborted`)
+    t.pass(`${model}: the upstream saw the abort`)
+  }
+})
+
 t.test('health, version, providers, inspect', async t => {
   const health = await call('GET', '/v1/health')
   t.match(health, { status: 200, body: { status: 'ok', actors_down: [], unreachable_providers: [] } })
