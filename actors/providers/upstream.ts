@@ -1,5 +1,5 @@
 import { Pool, errors, type Dispatcher } from 'undici'
-import { ActorError } from '../../src/index.js'
+import { ActorError, type Cancellation } from '../../src/index.js'
 import type { ProviderHealth } from './inference/protocol.js'
 
 /** A health check waits this long, not the provider's (long) inference timeout. */
@@ -21,14 +21,15 @@ interface Call {
   readonly method: 'GET' | 'POST'
   readonly path: string
   readonly body?: unknown
-  readonly signal?: AbortSignal
+  /** Cancelling aborts the upstream request. */
+  readonly cancellation?: Cancellation
   /** Overrides the provider timeout (health checks want a short one). */
   readonly timeoutMs?: number
 }
 
 /**
  * An HTTP upstream behind a keep-alive connection pool (undici). Every failure becomes an
- * ActorError with an inference code, named after the provider; aborting `signal` aborts the
+ * ActorError with an inference code, named after the provider; a cancelled call aborts the
  * upstream request, so a client that goes away stops the work it started.
  */
 export class Upstream {
@@ -54,21 +55,20 @@ export class Upstream {
    * no body stream and no promise per chunk, which is most of what a small call costs here.
    */
   json<T>(call: Call): Promise<T> {
-    const { signal } = call
+    const { cancellation } = call
     return new Promise<T>((resolve, reject) => {
       let controller: Dispatcher.DispatchController | undefined
       let status = 0
       const chunks: Buffer[] = []
-      const onAbort = (): void => controller?.abort(new errors.RequestAbortedError())
-      signal?.addEventListener('abort', onAbort, { once: true })
+      const unsubscribe = cancellation?.onCancel(() => controller?.abort(new errors.RequestAbortedError()))
       const fail = (error: unknown): void => {
-        signal?.removeEventListener('abort', onAbort)
+        unsubscribe?.()
         reject(this.#failure(error, call))
       }
       this.#pool.dispatch(this.#request(call), {
         onRequestStart(started) {
           controller = started
-          if (signal?.aborted) started.abort(new errors.RequestAbortedError())
+          if (cancellation?.cancelled) started.abort(new errors.RequestAbortedError())
         },
         onResponseStart(_controller, statusCode) {
           status = statusCode
@@ -77,7 +77,7 @@ export class Upstream {
           chunks.push(chunk)
         },
         onResponseEnd: () => {
-          signal?.removeEventListener('abort', onAbort)
+          unsubscribe?.()
           const text = chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')
           if (status >= 400) return reject(this.#statusError(status, text, call))
           try {
@@ -109,8 +109,8 @@ export class Upstream {
   }
 
   /** Whether the upstream answers a GET of `path` in time; never rejects. */
-  probe(path: string, signal: AbortSignal): Promise<ProviderHealth> {
-    return this.json({ method: 'GET', path, signal, timeoutMs: PROBE_TIMEOUT_MS }).then(
+  probe(path: string, cancellation: Cancellation): Promise<ProviderHealth> {
+    return this.json({ method: 'GET', path, cancellation, timeoutMs: PROBE_TIMEOUT_MS }).then(
       (): ProviderHealth => ({ status: 'ok' }),
       (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: error.message }),
     )
@@ -135,7 +135,7 @@ export class Upstream {
   async #send(call: Call): Promise<Dispatcher.ResponseData> {
     let response: Dispatcher.ResponseData
     try {
-      response = await this.#pool.request({ ...this.#request(call), ...(call.signal === undefined ? {} : { signal: call.signal }) })
+      response = await this.#pool.request({ ...this.#request(call), ...(call.cancellation === undefined ? {} : { signal: signalOf(call.cancellation) }) })
     } catch (error) {
       throw this.#failure(error, call)
     }
@@ -169,6 +169,13 @@ export class Upstream {
     const reason = code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ECONNRESET' ? `cannot reach ${new URL(this.#options.baseUrl).origin} (${code})` : describe(error)
     return new ActorError('upstream', `${where}: ${reason}`)
   }
+}
+
+/** An AbortSignal that follows a Cancellation, for undici's request(): streaming calls only. */
+function signalOf(cancellation: Cancellation): AbortSignal {
+  const controller = new AbortController()
+  cancellation.onCancel(() => controller.abort())
+  return controller.signal
 }
 
 function describe(error: unknown): string {

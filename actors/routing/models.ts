@@ -128,7 +128,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat only, not ${msg.type}`)
     const { provider, model, request } = route(state, msg.request, 'llm')
-    for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { signal: ctx.signal })) {
+    for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { cancellation: ctx.cancellation })) {
       chunk.model = model
       yield chunk
     }
@@ -179,7 +179,7 @@ function route(state: State, request: { model: string }, needs: 'llm' | 'embeddi
 
 async function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
   const { provider, model, request } = route(state, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm')
-  const reply = await provider.ref.ask<{ model?: string }>({ type: msg.type, request } as InferenceMessage, { ...INFERENCE, signal: ctx.signal })
+  const reply = await provider.ref.ask<{ model?: string }>({ type: msg.type, request } as InferenceMessage, { ...INFERENCE, cancellation: ctx.cancellation })
   reply.model = model
   return reply
 }

@@ -1,3 +1,4 @@
+import { abortReason, whenCancelled, type CancelSources } from './cancel.js'
 import { ActorError } from './errors.js'
 
 interface PendingAsk {
@@ -5,8 +6,7 @@ interface PendingAsk {
   readonly resolve: (value: unknown) => void
   readonly reject: (error: ActorError) => void
   readonly timer: NodeJS.Timeout | undefined
-  readonly signal: AbortSignal | undefined
-  readonly onAbort: (() => void) | undefined
+  readonly unsubscribe: (() => void) | undefined
 }
 
 /**
@@ -30,7 +30,7 @@ export class PendingAsks {
     thread: number,
     label: string,
     timeoutMs: number,
-    signal: AbortSignal | undefined,
+    cancel: CancelSources | undefined,
     giveUp: (correlation: number) => void,
   ): Promise<R> {
     return new Promise<R>((resolve, reject) => {
@@ -41,16 +41,10 @@ export class PendingAsks {
             }
           }, timeoutMs)
         : undefined
-      const onAbort =
-        signal === undefined
-          ? undefined
-          : () => {
-              if (this.reject(correlation, new ActorError('cancelled', `ask to ${label} was cancelled`, describeReason(signal)))) {
-                giveUp(correlation)
-              }
-            }
-      signal?.addEventListener('abort', onAbort!, { once: true })
-      this.pending.set(correlation, { thread, resolve: resolve as (value: unknown) => void, reject, timer, signal, onAbort })
+      const unsubscribe = whenCancelled(cancel, () => {
+        if (this.reject(correlation, new ActorError('cancelled', `ask to ${label} was cancelled`, abortReason(cancel)))) giveUp(correlation)
+      })
+      this.pending.set(correlation, { thread, resolve: resolve as (value: unknown) => void, reject, timer, unsubscribe })
     })
   }
 
@@ -86,13 +80,7 @@ export class PendingAsks {
     if (ask === undefined) return undefined
     this.pending.delete(correlation)
     if (ask.timer !== undefined) clearTimeout(ask.timer)
-    if (ask.onAbort !== undefined) ask.signal!.removeEventListener('abort', ask.onAbort)
+    ask.unsubscribe?.()
     return ask
   }
-}
-
-function describeReason(signal: AbortSignal): { reason: string } | undefined {
-  const reason: unknown = signal.reason
-  if (reason === undefined) return undefined
-  return { reason: reason instanceof Error ? reason.message : String(reason) }
 }

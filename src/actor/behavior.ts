@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { z } from 'zod'
-import type { ActorRef } from './ref.js'
+import type { ActorRef, Cancellation } from './ref.js'
 import type { SystemHandle } from './system-handle.js'
 
 /** Why an actor's `stop` hook runs. */
@@ -16,6 +16,11 @@ export interface BehaviorContext<M = unknown> {
    * the stream), and when the actor stops. For a tell, it aborts only when the actor stops.
    */
   readonly signal: AbortSignal
+  /**
+   * The same cancel as `signal`, as a Cancellation: pass it on to the asks and streams made for
+   * this message (`{ cancellation: ctx.cancellation }`) when nothing needs an AbortSignal.
+   */
+  readonly cancellation: Cancellation
   /** A pino child logger bound to this actor's name. */
   readonly log: Logger
   /**

@@ -1,3 +1,4 @@
+import { cancellationOf } from './cancel.js'
 import type { Logger } from 'pino'
 import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
 import { Kind, NO_DEADLINE } from './envelope.js'
@@ -98,6 +99,7 @@ export class ActorCell {
       system: options.system,
       log: options.log,
       signal: this.controller.signal,
+      cancellation: cancellationOf(this.controller.signal),
       stop: () => {
         if (this.status !== 'running' && this.status !== 'starting') return
         this.stoppedItself = true

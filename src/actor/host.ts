@@ -1,6 +1,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import { PendingAsks } from './ask.js'
+import { isCancelled, whenCancelled } from './cancel.js'
 import type { Behavior, StopReason } from './behavior.js'
 import { ActorCell, type CellHost } from './cell.js'
 import { EnvelopeCodec, type RefFactory } from './codec.js'
@@ -126,13 +127,12 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   ask<R>(ref: ActorRef, msg: unknown, options: AskOptions | undefined): Promise<R> {
     const timeoutMs = options?.timeoutMs ?? this.askTimeoutMs
     if (!(timeoutMs > 0)) return Promise.reject(new TypeError(`ask: timeoutMs must be a positive number, got ${timeoutMs}`))
-    const signal = options?.signal
-    if (signal?.aborted) return Promise.reject(new ActorError('cancelled', `ask to ${labelOf(ref)} was cancelled before it was sent`))
+    if (isCancelled(options)) return Promise.reject(new ActorError('cancelled', `ask to ${labelOf(ref)} was cancelled before it was sent`))
     const location = this.directory.locate(ref.slot, ref.generation)
     if (location < 0) return Promise.reject(ActorError.fromData(locationError(location, labelOf(ref))))
     const correlation = this.nextCorrelation()
     const deadline = Number.isFinite(timeoutMs) ? Date.now() + timeoutMs : NO_DEADLINE
-    const reply = this.asks.register<R>(correlation, location, labelOf(ref), timeoutMs, signal, abandoned =>
+    const reply = this.asks.register<R>(correlation, location, labelOf(ref), timeoutMs, options, abandoned =>
       this.sendCancel(location, ref.slot, ref.generation, abandoned),
     )
     this.dispatch(location, Kind.ask, ref, correlation, deadline, msg)
@@ -148,19 +148,15 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     if (!Number.isInteger(window) || window < 1) throw new TypeError(`stream: window must be a positive integer, got ${window}`)
     const location = this.directory.locate(ref.slot, ref.generation)
     const consumer = new StreamConsumer<C>(this.nextCorrelation(), location, ref.slot, ref.generation, window, this)
-    const signal = options?.signal
     if (location < 0) consumer.fail(ActorError.fromData(locationError(location, labelOf(ref))))
-    else if (signal?.aborted) consumer.fail(new ActorError('cancelled', `stream from ${labelOf(ref)} was cancelled before it opened`))
+    else if (isCancelled(options)) consumer.fail(new ActorError('cancelled', `stream from ${labelOf(ref)} was cancelled before it opened`))
     if (consumer.done) return consumer
-    if (signal !== undefined) {
-      const onAbort = (): void => {
-        if (consumer.done) return
-        consumer.fail(new ActorError('cancelled', `stream from ${labelOf(ref)} was cancelled`))
-        this.cancel(consumer)
-      }
-      signal.addEventListener('abort', onAbort, { once: true })
-      consumer.onFinish(() => signal.removeEventListener('abort', onAbort))
-    }
+    const unsubscribe = whenCancelled(options, () => {
+      if (consumer.done) return
+      consumer.fail(new ActorError('cancelled', `stream from ${labelOf(ref)} was cancelled`))
+      this.cancel(consumer)
+    })
+    if (unsubscribe !== undefined) consumer.onFinish(unsubscribe)
     this.consumers.set(consumer.correlation, consumer as StreamConsumer<unknown>)
     this.dispatch(location, Kind.stream, ref, consumer.correlation, NO_DEADLINE, [window, msg])
     return consumer

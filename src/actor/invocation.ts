@@ -1,12 +1,17 @@
 import type { Logger } from 'pino'
 import type { BehaviorContext } from './behavior.js'
-import type { ActorRef } from './ref.js'
+import type { ActorRef, Cancellation } from './ref.js'
 import type { StreamCredits } from './stream.js'
 import type { SystemHandle } from './system-handle.js'
 
-/** One ask or stream being handled: what cancel, credit and crash need to reach it. */
-export class Invocation {
+/**
+ * One ask or stream being handled: what cancel, credit and crash need to reach it. It is its own
+ * Cancellation, so a behaviour passes its caller's cancel on to the asks it makes for the price
+ * of a callback; the AbortSignal is made only if a behaviour asks for one.
+ */
+export class Invocation implements Cancellation {
   private controller: AbortController | undefined
+  private callbacks: Array<(() => void) | undefined> | undefined
   cancelled = false
   credits: StreamCredits | undefined
 
@@ -25,9 +30,25 @@ export class Invocation {
     return this.controller.signal
   }
 
+  onCancel(fn: () => void): () => void {
+    if (this.cancelled || this.cellSignal.aborted) {
+      fn()
+      return () => undefined
+    }
+    const callbacks = (this.callbacks ??= [])
+    const at = callbacks.push(fn) - 1
+    return () => {
+      callbacks[at] = undefined
+    }
+  }
+
   cancel(): void {
+    if (this.cancelled) return
     this.cancelled = true
     this.controller?.abort()
+    const callbacks = this.callbacks
+    this.callbacks = undefined
+    for (const fn of callbacks ?? []) fn?.()
   }
 }
 
@@ -48,6 +69,9 @@ export class InvocationContext<M> implements BehaviorContext<M> {
   }
   get signal(): AbortSignal {
     return this.invocation.signal
+  }
+  get cancellation(): Cancellation {
+    return this.invocation
   }
   stop(): void {
     this.base.stop()

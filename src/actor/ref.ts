@@ -1,13 +1,29 @@
+/**
+ * A source of cancellation lighter than an AbortSignal: no EventTarget, one list of callbacks.
+ * A behaviour's context has one (`ctx.cancellation`), so passing a caller's cancellation on to
+ * the asks made for it costs an array push where an AbortSignal costs an AbortController and an
+ * event listener per hop. Where an AbortSignal is needed (fetch, undici), use `ctx.signal`.
+ */
+export interface Cancellation {
+  readonly cancelled: boolean
+  /** Runs `fn` once, when cancelled (at once if already); the function returned unsubscribes it. */
+  onCancel(fn: () => void): () => void
+}
+
 export interface AskOptions {
   /** Reject with `timeout` after this long; Infinity waits forever. Defaults to the system's askTimeoutMs. */
   readonly timeoutMs?: number
   /** Aborting rejects the ask with `cancelled` and cancels it at the callee. */
   readonly signal?: AbortSignal
+  /** Like `signal`, for a Cancellation. */
+  readonly cancellation?: Cancellation
 }
 
 export interface StreamOptions {
   /** Aborting ends the stream with `cancelled` and cancels the producer. */
   readonly signal?: AbortSignal
+  /** Like `signal`, for a Cancellation. */
+  readonly cancellation?: Cancellation
   /** How many chunks the producer may run ahead of the consumer. */
   readonly window?: number
 }

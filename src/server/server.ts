@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
-import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
+import { actorNodes, type ActorRef, type ActorSystem, type Cancellation } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
@@ -26,15 +26,14 @@ export interface ApiDeps {
 }
 
 /**
- * One request as handlers see it. The query and the abort signal are made on first use: most
- * requests need neither, and an AbortController with its close listener is a measurable part of
- * a small request's cost.
+ * One request as handlers see it. It is the Cancellation of the asks made for it: they are
+ * cancelled when the client goes away before the response is complete. The query is parsed on
+ * first use.
  */
-class ServedRequest {
+class ServedRequest implements Cancellation {
   params: Record<string, string> = {}
   readonly pathname: string
   readonly #search: string
-  #controller: AbortController | undefined
 
   constructor(
     readonly req: IncomingMessage,
@@ -50,22 +49,21 @@ class ServedRequest {
     return new URLSearchParams(this.#search)
   }
 
-  /** Aborted when the client goes away before the response is complete. */
-  get signal(): AbortSignal {
-    if (this.#controller !== undefined) return this.#controller.signal
-    const controller = (this.#controller = new AbortController())
-    const gone = (): void => controller.abort(new Error('the client went away'))
-    if (this.clientGone) gone()
-    else
-      this.res.once('close', () => {
-        if (!this.res.writableFinished) gone()
-      })
-    return controller.signal
+  /** Whether the client went away before the response was complete. */
+  get cancelled(): boolean {
+    return !this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed)
   }
 
-  /** Whether the client went away before the response was complete. */
-  get clientGone(): boolean {
-    return !this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed)
+  onCancel(fn: () => void): () => void {
+    if (this.cancelled) {
+      fn()
+      return () => undefined
+    }
+    const closed = (): void => {
+      if (!this.res.writableFinished) fn()
+    }
+    this.res.once('close', closed)
+    return () => this.res.off('close', closed)
   }
 }
 
@@ -144,7 +142,7 @@ export class ApiServer {
     } catch (error) {
       const failure = toHttpError(error)
       if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code }, 'request failed')
-      if (!request.clientGone) sendError(res, failure)
+      if (!request.cancelled) sendError(res, failure)
     }
   }
 
@@ -204,13 +202,13 @@ export class ApiServer {
         method: 'POST',
         path: '/v1/completions',
         api: 'inference',
-        handle: async request => models.ask({ type: 'completion', request: await this.#body(completionBody, request) }, { ...ask, signal: request.signal }),
+        handle: async request => models.ask({ type: 'completion', request: await this.#body(completionBody, request) }, { ...ask, cancellation: request }),
       },
       {
         method: 'POST',
         path: '/v1/embeddings',
         api: 'inference',
-        handle: async request => models.ask({ type: 'embeddings', request: await this.#body(embeddingsBody, request) }, { ...ask, signal: request.signal }),
+        handle: async request => models.ask({ type: 'embeddings', request: await this.#body(embeddingsBody, request) }, { ...ask, cancellation: request }),
       },
       {
         method: 'GET',
@@ -294,11 +292,11 @@ export class ApiServer {
     const body = await this.#body(chatCompletionBody, request)
     const { models } = this.#deps
     if (body.stream !== true) {
-      const completion = await models.ask<ChatCompletion>({ type: 'chat', request: body }, { timeoutMs: Infinity, signal: request.signal })
+      const completion = await models.ask<ChatCompletion>({ type: 'chat', request: body }, { timeoutMs: Infinity, cancellation: request })
       await this.#record(completion, body)
       return completion
     }
-    const chunks = models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { signal: request.signal })
+    const chunks = models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { cancellation: request })
     const iterator = chunks[Symbol.asyncIterator]()
     // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
     const first = await iterator.next()
@@ -310,7 +308,7 @@ export class ApiServer {
         await sse.send(step.value)
       }
     } catch (error) {
-      if (!request.signal.aborted) sse.fail(toHttpError(error))
+      if (!request.cancelled) sse.fail(toHttpError(error))
       return HANDLED
     }
     sse.done()

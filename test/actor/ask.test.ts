@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Cancellation } from '../../src/index.js'
 import { journal, probe, type ProbeMessage } from '../fixtures/behaviors.js'
 import { eventually } from '../fixtures/eventually.js'
 import { startSystem } from '../fixtures/system.js'
@@ -28,6 +29,42 @@ t.test('aborting the signal rejects with cancelled and cancels the work at the c
   await eventually(() => entries.includes('aborted'), "the callee's signal aborting")
 
   await t.rejects(ref.ask({ type: 'echo', value: 1 } satisfies ProbeMessage, { signal: AbortSignal.abort() }), { code: 'cancelled' }, 'an aborted signal never sends')
+})
+
+/** A Cancellation the test fires by hand. */
+class ManualCancel implements Cancellation {
+  cancelled = false
+  readonly #callbacks: Array<() => void> = []
+  onCancel(fn: () => void): () => void {
+    if (this.cancelled) fn()
+    else this.#callbacks.push(fn)
+    return () => this.#callbacks.splice(this.#callbacks.indexOf(fn) >>> 0, 1)
+  }
+  fire(): void {
+    this.cancelled = true
+    for (const fn of this.#callbacks.splice(0)) fn()
+  }
+}
+
+t.test('a Cancellation cancels like a signal, and ctx.cancellation passes it on to the asks made for it', async t => {
+  const system = await startSystem(t)
+  for (const placement of ['main', 'pool'] as const) {
+    const entries: string[] = []
+    const log = await system.spawn(journal, { placement: 'main', args: { entries } })
+    const relay = await system.spawn(probe, { placement: 'main', args: { notify: log } })
+    const waiter = await system.spawn(probe, { placement, args: { notify: log } })
+    const cancel = new ManualCancel()
+    const pending = relay.ask({ type: 'relay', to: waiter, msg: { type: 'wait', ms: 60_000 } } satisfies ProbeMessage, { cancellation: cancel })
+    await eventually(() => entries.includes('waiting'), `${placement}: the relayed wait to start`)
+    cancel.fire()
+    await t.rejects(pending, { code: 'cancelled' }, `${placement}: the caller's ask is cancelled`)
+    await eventually(() => entries.includes('aborted'), `${placement}: the relayed wait to be aborted`)
+    t.pass(`${placement}: cancelling the first ask cancelled the one made for it`)
+  }
+  const fired = new ManualCancel()
+  fired.fire()
+  const ref = await system.spawn(probe, { placement: 'pool' })
+  await t.rejects(ref.ask({ type: 'echo', value: 1 } satisfies ProbeMessage, { cancellation: fired }), { code: 'cancelled' }, 'a fired Cancellation never sends')
 })
 
 t.test('an ask cancelled while still queued is never handled', async t => {

@@ -53,7 +53,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
     const { upstream } = state
     switch (msg.type) {
       case 'chat': {
-        const reply = await upstream.json<OllamaChat>({ method: 'POST', path: '/api/chat', body: chatBody(msg.request, false), signal: ctx.signal })
+        const reply = await upstream.json<OllamaChat>({ method: 'POST', path: '/api/chat', body: chatBody(msg.request, false), cancellation: ctx.cancellation })
         return chatCompletion(msg.request.model, reply)
       }
       case 'completion': {
@@ -62,7 +62,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
           method: 'POST',
           path: '/api/generate',
           body: { model: request.model, prompt: promptText(request['prompt']), stream: false, options: options(request) },
-          signal: ctx.signal,
+          cancellation: ctx.cancellation,
         })
         return {
           id: `cmpl-${randomUUID()}`,
@@ -78,7 +78,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
           method: 'POST',
           path: '/api/embed',
           body: { model: msg.request.model, input: msg.request['input'] },
-          signal: ctx.signal,
+          cancellation: ctx.cancellation,
         })
         const tokens = reply.prompt_eval_count ?? 0
         const base64 = msg.request['encoding_format'] === 'base64'
@@ -91,17 +91,17 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
         }
       }
       case 'listModels': {
-        const tags = await upstream.json<{ models?: Array<{ name: string }> }>({ method: 'GET', path: '/api/tags', signal: ctx.signal })
+        const tags = await upstream.json<{ models?: Array<{ name: string }> }>({ method: 'GET', path: '/api/tags', cancellation: ctx.cancellation })
         return (tags.models ?? []).map((model): UpstreamModel => ({ id: model.name, model_type: /embed/i.test(model.name) ? 'embedding' : 'llm' }))
       }
       case 'health':
-        return upstream.probe('/api/tags', ctx.signal)
+        return upstream.probe('/api/tags', ctx.cancellation)
     }
   },
   async *stream(state, msg: InferenceMessage, ctx) {
     if (msg.type !== 'chat') throw new ActorError('bad_message', `provider '${state.providerId}' streams chat only, not ${msg.type}`)
     const request = msg.request
-    const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), signal: ctx.signal })
+    const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), cancellation: ctx.cancellation })
     const id = `chatcmpl-${randomUUID()}`
     const created = nowSeconds()
     const chunk = (delta: ChatCompletionChunk['choices'][0]['delta'], finish: string | null): ChatCompletionChunk => ({

@@ -43,27 +43,27 @@ export const openaiProvider = defineBehavior(import.meta.url, 'openaiProvider', 
     switch (msg.type) {
       case 'chat':
         allow(state, msg.request.model)
-        return upstream.json<ChatCompletion>({ method: 'POST', path: '/chat/completions', body: { ...msg.request, stream: false }, signal: ctx.signal })
+        return upstream.json<ChatCompletion>({ method: 'POST', path: '/chat/completions', body: { ...msg.request, stream: false }, cancellation: ctx.cancellation })
       case 'completion':
         allow(state, msg.request.model)
-        return upstream.json({ method: 'POST', path: '/completions', body: { ...msg.request, stream: false }, signal: ctx.signal })
+        return upstream.json({ method: 'POST', path: '/completions', body: { ...msg.request, stream: false }, cancellation: ctx.cancellation })
       case 'embeddings':
         allow(state, msg.request.model)
-        return upstream.json({ method: 'POST', path: '/embeddings', body: msg.request, signal: ctx.signal })
+        return upstream.json({ method: 'POST', path: '/embeddings', body: msg.request, cancellation: ctx.cancellation })
       case 'listModels': {
-        const list = await upstream.json<{ data?: Array<{ id: string }> }>({ method: 'GET', path: '/models', signal: ctx.signal })
+        const list = await upstream.json<{ data?: Array<{ id: string }> }>({ method: 'GET', path: '/models', cancellation: ctx.cancellation })
         return (list.data ?? [])
           .filter(model => state.allowed === undefined || state.allowed.has(model.id))
           .map((model): UpstreamModel => ({ id: model.id, model_type: /embed/i.test(model.id) ? 'embedding' : 'llm' }))
       }
       case 'health':
-        return upstream.probe('/models', ctx.signal)
+        return upstream.probe('/models', ctx.cancellation)
     }
   },
   async *stream(state, msg: InferenceMessage, ctx) {
     if (msg.type !== 'chat') throw new ActorError('bad_message', `provider '${state.providerId}' streams chat only, not ${msg.type}`)
     allow(state, msg.request.model)
-    const body = await state.upstream.body({ method: 'POST', path: '/chat/completions', body: { ...msg.request, stream: true }, signal: ctx.signal })
+    const body = await state.upstream.body({ method: 'POST', path: '/chat/completions', body: { ...msg.request, stream: true }, cancellation: ctx.cancellation })
     for await (const data of sseData(body)) {
       if (data === '[DONE]') return
       const chunk = parseChunk(state.providerId, data)
