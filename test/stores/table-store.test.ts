@@ -116,6 +116,46 @@ for (const backend of backends) {
       await t.rejects(store.ask({ type: 'fetchAll', table, orderBy: [{ column: 'score' }] }), { code: 'bad_row', message: /nullable/ })
     })
 
+    await t.test('pages in every order an index or the primary key serves come out as a full sort would have them', async t => {
+      const table = freshTable()
+      await store.ask({ type: 'createTable', table: { ...messages(table), indexes: [['conversation', 'created'], ['created']] } })
+      const rows = Array.from({ length: 31 }, (_, i) => row(i, i % 3 === 0 ? 'other' : 'c1'))
+      await store.ask({ type: 'transaction', ops: rows.map(r => ({ type: 'insert' as const, table, row: r })) })
+      const queries: Array<{ where?: Record<string, unknown>; orderBy: Array<{ column: string; direction: 'asc' | 'desc' }> }> = [
+        { orderBy: [{ column: 'id', direction: 'asc' }] },
+        { orderBy: [{ column: 'id', direction: 'desc' }] },
+        { orderBy: [{ column: 'created', direction: 'asc' }, { column: 'id', direction: 'asc' }] },
+        { orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
+        { where: { conversation: 'c1' }, orderBy: [{ column: 'created', direction: 'asc' }, { column: 'id', direction: 'asc' }] },
+        { where: { conversation: 'c1' }, orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
+        { where: { conversation: 'c1', pinned: true }, orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
+        { where: { conversation: 'nobody' }, orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
+      ]
+      for (const query of queries) {
+        const sign = (direction: 'asc' | 'desc') => (direction === 'asc' ? 1 : -1)
+        const expected = rows
+          .filter(r => Object.entries(query.where ?? {}).every(([column, value]) => r[column as keyof typeof r] === value))
+          .sort((a, b) => {
+            for (const { column, direction } of query.orderBy) {
+              const x = a[column as keyof typeof a] as string | number
+              const y = b[column as keyof typeof b] as string | number
+              if (x !== y) return (x < y ? -1 : 1) * sign(direction)
+            }
+            return 0
+          })
+          .map(r => r.id)
+        const seen: unknown[] = []
+        let after: Record<string, unknown> | undefined
+        for (let pages = 0; pages < 20; pages++) {
+          const page: RowPage = await store.ask({ type: 'fetchAll', table, ...query, limit: 3, ...(after ? { afterRow: after } : {}) })
+          seen.push(...page.rows.map(r => r['id']))
+          if (page.cursor === null) break
+          after = page.rows.at(-1)
+        }
+        t.same(seen, expected, JSON.stringify(query))
+      }
+    })
+
     await t.test('a transaction is all or nothing', async t => {
       const table = freshTable()
       await store.ask({ type: 'createTable', table: messages(table) })

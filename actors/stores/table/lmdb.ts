@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { open, type Key as LmdbKey } from 'lmdb'
 import { ActorError } from '../../../src/index.js'
 import type { TableSpec, Where, WriteOp } from '../protocol.js'
-import { compareRows, type PageQuery, type Row, type TableBackend } from './backend.js'
+import { compareRows, type PageQuery, type Row, type SortKey, type TableBackend } from './backend.js'
 
 /** Column values are LMDB key parts (ordered-binary also takes null, which lmdb-js's type omits). */
 type Key = LmdbKey[]
@@ -13,8 +13,10 @@ const INDEX = 'x' // ['x', table, index number, ...indexed values, ...primary ke
 /**
  * sql_lmdb: tables on LMDB with no SQL engine. Rows, index entries and specs share one ordered
  * key space; every write batch runs in one LMDB write transaction, so it lands whole or not at
- * all (a child transaction: see apply). A query uses the primary key or the index whose leading columns its `where` names most
- * of, and falls back to scanning the table; pages are sorted in memory.
+ * all (a child transaction: see apply). A lookup uses the primary key or the index whose leading
+ * columns its `where` names most of. A page walks the primary key or an index in the page's
+ * order when one fits (see orderedRange), reading only its own rows; otherwise it scans the
+ * matching rows and sorts them in memory.
  */
 export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
   mkdirSync(path, { recursive: true })
@@ -129,6 +131,23 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
     apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(({ op, table }) => applyOne(op, table)))),
     fetchOne: async (table, where) => matching(table, where).next().value ?? undefined,
     fetchPage: async ({ table, where, order, after, limit }: PageQuery) => {
+      const range = orderedRange(table, where, order)
+      if (range !== undefined) {
+        // Walk the keys in the page's order from just after `after`: the page costs its own rows.
+        const from: Key | undefined = after === undefined ? undefined : [...range.prefix, ...(after as LmdbKey[])]
+        const reverse = order[0]!.direction === 'desc'
+        const rows: Row[] = []
+        for (const { key, value } of db.getRange(reverse ? { start: from ?? [...range.prefix, ABOVE_ALL], reverse } : { start: from ?? range.prefix })) {
+          if (!startsWith(key as Key, range.prefix)) break
+          if (from !== undefined && sameKey(key as Key, from)) continue
+          const row = range.index === undefined ? (value as Row) : (db.get([ROW, table.name, ...(key as Key).slice(-table.primaryKey.length)]) as Row | undefined)
+          if (row === undefined || !matches(row, where)) continue
+          rows.push(row)
+          if (rows.length >= limit) break
+        }
+        return rows
+      }
+      // No index serves this order: scan the matching rows and sort them.
       const sortValues = (row: Row): unknown[] => order.map(o => row[o.column])
       const rows = [...matching(table, where)].filter(row => after === undefined || compareRows(order, sortValues(row), after) > 0)
       rows.sort((a, b) => compareRows(order, sortValues(a), sortValues(b)))
@@ -139,6 +158,46 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
       await db.close()
     },
   }
+}
+
+/**
+ * A key part above every value a column holds: ordered-binary writes a Uint8Array as its raw
+ * bytes, and no string or number encoding starts with 0xff.
+ */
+const ABOVE_ALL = Uint8Array.of(0xff)
+
+/**
+ * Where a page can be read in its order straight off the keys: the primary key when the order is
+ * the primary key, or an index whose columns are some `where` columns (bound by equality) and
+ * then exactly the order's columns before the primary key, all in one direction. The columns
+ * walked must be non-nullable, so the key order is the order compareRows sorts by. The index
+ * binding most `where` columns wins. Undefined when none fits.
+ */
+function orderedRange(table: TableSpec, where: Where, order: readonly SortKey[]): { prefix: Key; index: number | undefined } | undefined {
+  const direction = order[0]?.direction
+  if (direction === undefined || order.some(o => o.direction !== direction)) return undefined
+  const columns = order.map(o => o.column)
+  if (sameColumns(columns, table.primaryKey)) return { prefix: [ROW, table.name], index: undefined }
+  let best: { prefix: Key; index: number; bound: number } | undefined
+  ;(table.indexes ?? []).forEach((indexColumns, index) => {
+    let bound = 0
+    while (bound < indexColumns.length && where[indexColumns[bound]!] !== undefined) bound++
+    const walked = indexColumns.slice(bound)
+    if (!sameColumns(columns, [...walked, ...table.primaryKey])) return
+    if (walked.some(column => table.columns[column]?.nullable === true)) return
+    if (best !== undefined && best.bound >= bound) return
+    const prefix: Key = [INDEX, table.name, index, ...indexColumns.slice(0, bound).map(column => (where[column] ?? null) as LmdbKey)]
+    best = { prefix, index, bound }
+  })
+  return best
+}
+
+function sameColumns(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((column, i) => column === b[i])
+}
+
+function sameKey(a: Key, b: Key): boolean {
+  return a.length === b.length && a.every((part, i) => part === b[i])
 }
 
 function startsWith(key: Key, prefix: Key): boolean {
