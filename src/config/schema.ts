@@ -137,14 +137,14 @@ export const stackConfigSchema = z
           host: restart(z.string().default('0.0.0.0'), 'Interface the HTTP server listens on.'),
           port: restart(port.default(8321), 'Port the HTTP server listens on.'),
           max_body_bytes: restart(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
-          auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings.'),
+          auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings. Not built yet: a config that sets it is refused, so that no one serves unauthenticated by mistake.'),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
           tls: restart(
             z
               .object({
                 certfile: restart(z.string(), 'PEM certificate chain.'),
                 keyfile: restart(z.string(), 'PEM private key.'),
-                cafile: restart(z.string().optional(), 'CA bundle for client certificates.'),
+                cafile: restart(z.string().optional(), 'CA bundle: when set, clients must present a certificate it signed.'),
               })
               .optional(),
             'Serve HTTPS with these files.',

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
@@ -23,6 +24,15 @@ export interface ApiDeps {
   readonly log: Logger
   readonly cors?: boolean | { readonly allow_origins: readonly string[] } | undefined
   readonly maxBodyBytes: number
+  /** Serve HTTPS with these; a CA also requires and checks client certificates. */
+  readonly tls?: TlsFiles | undefined
+}
+
+/** PEM contents for HTTPS. */
+export interface TlsFiles {
+  readonly cert: Buffer
+  readonly key: Buffer
+  readonly ca?: Buffer
 }
 
 /**
@@ -97,7 +107,12 @@ export class ApiServer {
     this.#maxBody = deps.maxBodyBytes
     this.routes = this.#routes()
     this.#router = new Router(this.routes)
-    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => void this.#serve(req, res))
+    const serve = (req: IncomingMessage, res: ServerResponse): void => void this.#serve(req, res)
+    const tls = deps.tls
+    this.server =
+      tls === undefined
+        ? createServer({ keepAliveTimeout: 65_000 }, serve)
+        : createHttpsServer({ keepAliveTimeout: 65_000, cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }, serve)
   }
 
   listen(port: number, host: string): Promise<string> {
@@ -106,7 +121,7 @@ export class ApiServer {
       this.server.listen(port, host, () => {
         this.server.off('error', reject)
         const address = this.server.address() as AddressInfo
-        resolve(`http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`)
+        resolve(`${this.#deps.tls === undefined ? 'http' : 'https'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`)
       })
     })
   }

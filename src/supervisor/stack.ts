@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
-import { ApiServer } from '../server/server.js'
+import { ApiServer, type TlsFiles } from '../server/server.js'
 import { providerActorName, resolveProviders, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
 import { startStores, storeActorName } from '../stack/stores.js'
 import { modelsRoutingTable, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
@@ -35,8 +35,33 @@ export function checkStack(loaded: LoadedConfig): ResolvedProvider[] {
       issues.push({ path: `registered_resources.models[${index}].provider_id`, message: `no provider '${model.provider_id}' is configured (configured: ${[...ids].join(', ') || 'none'})` })
     }
   })
+  if (loaded.config.server.auth !== undefined) {
+    issues.push({
+      path: 'server.auth',
+      message: 'authentication is not built yet, and troupe will not serve unauthenticated a config that asks for it: remove server.auth, or put troupe behind a proxy that authenticates',
+    })
+  }
+  issues.push(...readTls(loaded.config.server.tls).issues)
   if (issues.length > 0) throw new ConfigError(issues, loaded.source)
   return providers
+}
+
+type TlsConfig = LoadedConfig['config']['server']['tls']
+
+/** The PEM files `server.tls` names, read; a file that cannot be read is an issue naming its path. */
+function readTls(tls: TlsConfig): { files: TlsFiles | undefined; issues: ConfigIssue[] } {
+  if (tls === undefined) return { files: undefined, issues: [] }
+  const issues: ConfigIssue[] = []
+  const read = (field: 'certfile' | 'keyfile' | 'cafile', path: string): Buffer => {
+    try {
+      return readFileSync(path)
+    } catch (error) {
+      issues.push({ path: `server.tls.${field}`, message: `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}` })
+      return Buffer.alloc(0)
+    }
+  }
+  const files: TlsFiles = { cert: read('certfile', tls.certfile), key: read('keyfile', tls.keyfile), ...(tls.cafile === undefined ? {} : { ca: read('cafile', tls.cafile) }) }
+  return { files: issues.length === 0 ? files : undefined, issues }
 }
 
 /**
@@ -139,6 +164,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     log: log.child({ component: 'http' }),
     cors: config.server.cors,
     maxBodyBytes: config.server.max_body_bytes,
+    tls: readTls(config.server.tls).files,
   })
   const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
   log.info({ url }, `listening on ${url}`)
