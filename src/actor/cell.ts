@@ -1,6 +1,6 @@
-import { cancellationOf } from './cancel.js'
 import type { Logger } from 'pino'
 import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
+import { cancellationOf } from './cancel.js'
 import { Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { flushOverdue } from './link.js'
