@@ -40,9 +40,10 @@ async function pipelined(n: number, op: (i: number) => unknown): Promise<number>
   return n / ((performance.now() - start) / 1000)
 }
 
-/** Every read hits: a miss means a lost write. */
-function found(value: unknown): void {
-  if (value === undefined || value === null) throw new Error('a get missed a key that was written')
+/** Every read hits, and finds the value written under its key: anything else is a lost or crossed write. */
+function found(value: unknown, key: number): void {
+  if (value === undefined || value === null) throw new Error(`a get of key-${key} missed a key that was written`)
+  if ((value as { id: number }).id % KEYS !== key) throw new Error(`a get of key-${key} found ${JSON.stringify(value)}`)
 }
 
 /** Random keys, the same sequence for both sides. */
@@ -72,9 +73,9 @@ export async function kvStoreThroughput(rounds: number): Promise<BenchResult[]> 
       const rawPut = await pipelined(OPS, i => raw.put(keyOf(i % KEYS), valueOf(i)))
       const clientPut = await pipelined(OPS, i => kv.set(keyOf(i % KEYS), valueOf(i)))
       const askPut = await pipelined(OPS, i => store.ask({ type: 'set', namespace: NAMESPACE, key: keyOf(i % KEYS), value: valueOf(i) }))
-      const rawGet = await pipelined(OPS, i => found(raw.get(keyOf(reads[i]!))))
-      const clientGet = await pipelined(OPS, async i => found(await kv.get(keyOf(reads[i]!))))
-      const askGet = await pipelined(OPS, async i => found(await store.ask({ type: 'get', namespace: NAMESPACE, key: keyOf(reads[i]!) })))
+      const rawGet = await pipelined(OPS, i => found(raw.get(keyOf(reads[i]!)), reads[i]!))
+      const clientGet = await pipelined(OPS, async i => found(await kv.get(keyOf(reads[i]!)), reads[i]!))
+      const askGet = await pipelined(OPS, async i => found(await store.ask({ type: 'get', namespace: NAMESPACE, key: keyOf(reads[i]!) }), reads[i]!))
       return [
         { value: clientPut, baseline: rawPut },
         { value: clientGet, baseline: rawGet },

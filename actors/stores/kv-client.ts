@@ -1,9 +1,26 @@
-import { unpack } from 'msgpackr'
+import { pack, unpack } from 'msgpackr'
 import { ActorError, type ActorRef, type AskOptions } from '../../src/index.js'
-import { checkKey, checkNamespace, MAX_PAGE, type KvMessage, type KvPage } from './protocol.js'
+import { PackedValues } from './kv/packed.js'
+import { checkKey, checkNamespace, MAX_PAGE, MAX_VALUE_BYTES, type KvMessage, type KvPage } from './protocol.js'
 
 /** Values come packed, to be decoded once, here. */
 const unpackOrNull = (bytes: Uint8Array | null): unknown => (bytes === null ? null : unpack(bytes))
+
+/** Encodes a set's value, or rejects the set (unencodable_value, value_too_large) and returns undefined. */
+function encodeValue(waiting: WaitingSet): Uint8Array | undefined {
+  let bytes: Uint8Array
+  try {
+    bytes = pack(waiting.entry.value)
+  } catch (error) {
+    waiting.reject(new ActorError('unencodable_value', `value for key '${waiting.entry.key}' cannot be encoded as msgpack: ${(error as Error).message}`))
+    return undefined
+  }
+  if (bytes.byteLength > MAX_VALUE_BYTES) {
+    waiting.reject(new ActorError('value_too_large', `value for key '${waiting.entry.key}' is ${bytes.byteLength} bytes, more than ${MAX_VALUE_BYTES}`))
+    return undefined
+  }
+  return bytes
+}
 
 /** At most this many calls travel in one message. */
 const MAX_BATCH = 128
@@ -26,7 +43,8 @@ interface WaitingSet extends Waiting<void> {
  * One namespace of a key-value store actor, as the code that uses it sees it.
  *
  * Values come back as their stored msgpack bytes and are decoded here, so each crosses the
- * thread boundary once, as bytes. Gets and sets made in the same turn of the event loop travel together, as one `getMany` or
+ * thread boundary once, as bytes; a batch of gets comes back as one msgpack array, decoded with
+ * one unpack. Likewise a batch of sets goes as the values' msgpack bytes, encoded here once. Gets and sets made in the same turn of the event loop travel together, as one `getMany` or
  * one `setMany` message of up to 128 entries: the same per-turn batching lmdb-js applies to its
  * own writes. Batching changes no answer. Each call resolves or rejects for itself, a set
  * resolves only once its write is durable, and a batch the store refuses before writing (one
@@ -57,7 +75,7 @@ export class KvClient {
   }
 
   getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | null>> {
-    return this.#store.ask<Array<Uint8Array | null>>({ type: 'getMany', namespace: this.#namespace, keys: [...keys], packed: true }, this.#options).then(values => values.map(unpackOrNull) as Array<T | null>)
+    return this.#store.ask<Uint8Array>({ type: 'getMany', namespace: this.#namespace, keys: [...keys], packed: true }, this.#options).then(bytes => unpack(bytes) as Array<T | null>)
   }
 
   /** Resolves once the value is durable; `ttlMs` makes it expire. */
@@ -117,23 +135,45 @@ export class KvClient {
       this.#store.ask<Uint8Array | null>({ type: 'get', namespace, key: only.key, packed: true }, this.#options).then(bytes => only.resolve(unpackOrNull(bytes)), only.reject)
       return
     }
-    this.#store.ask<Array<Uint8Array | null>>({ type: 'getMany', namespace, keys: batch.map(get => get.key), packed: true }, this.#options).then(
-      values => batch.forEach((get, at) => get.resolve(unpackOrNull(values[at]!))),
+    this.#store.ask<Uint8Array>({ type: 'getMany', namespace, keys: batch.map(get => get.key), packed: true }, this.#options).then(
+      bytes => {
+        const values = unpack(bytes) as unknown[]
+        batch.forEach((get, at) => get.resolve(values[at]))
+      },
       (error: unknown) => batch.forEach(get => get.reject(error)),
     )
   }
 
+  /**
+   * A batch of sets goes as one setManyPacked: each value is encoded here, once, and the store
+   * writes its bytes without decoding them. A value that cannot be encoded, or is too large,
+   * fails on its own before anything is sent.
+   */
   #sendSets(batch: WaitingSet[]): void {
     const namespace = this.#namespace
     const alone = (waiting: WaitingSet): void => {
       this.#store.ask({ type: 'set', namespace, ...waiting.entry }, this.#options).then(() => waiting.resolve(), waiting.reject)
     }
     if (batch.length === 1) return alone(batch[0]!)
-    this.#store.ask({ type: 'setMany', namespace, entries: batch.map(set => set.entry) }, this.#options).then(
-      () => batch.forEach(set => set.resolve()),
+    const packed = new PackedValues(batch.length)
+    const sending: WaitingSet[] = []
+    let ttls: number[] | undefined
+    for (const waiting of batch) {
+      const bytes = encodeValue(waiting)
+      if (bytes === undefined) continue
+      packed.add(bytes)
+      sending.push(waiting)
+      const ttlMs = waiting.entry.ttlMs
+      if (ttlMs !== undefined) (ttls ??= new Array<number>(sending.length - 1).fill(0)).push(ttlMs)
+      else ttls?.push(0)
+    }
+    if (sending.length === 0) return
+    const msg: KvMessage = { type: 'setManyPacked', namespace, keys: sending.map(set => set.entry.key), bytes: packed.bytes(), ends: packed.ends, ...(ttls === undefined ? {} : { ttlMs: ttls }) }
+    this.#store.ask(msg, this.#options).then(
+      () => sending.forEach(set => set.resolve()),
       (error: unknown) => {
-        if (error instanceof ActorError && REFUSED_BEFORE_WRITING.has(error.code)) batch.forEach(alone)
-        else batch.forEach(set => set.reject(error))
+        if (error instanceof ActorError && REFUSED_BEFORE_WRITING.has(error.code)) sending.forEach(alone)
+        else sending.forEach(set => set.reject(error))
       },
     )
   }

@@ -2,6 +2,7 @@ import { pack, unpack } from 'msgpackr'
 import { ActorError, defineBehavior } from '../../src/index.js'
 import type { BackendConfig } from '../../src/config/index.js'
 import type { KvBackend, Stored } from './kv/backend.js'
+import { PackedArray } from './kv/packed.js'
 import { checkKey, checkNamespace, kvProtocol, MAX_PAGE, MAX_VALUE_BYTES, type KvMessage, type KvPage } from './protocol.js'
 
 export interface KvStoreArgs {
@@ -39,8 +40,8 @@ export const kvStore = defineBehavior(import.meta.url, 'kvStore', {
         return then(state.backend.get(msg.namespace, msg.key), msg.packed === true ? packedOrNull : decodeOrNull)
       case 'getMany': {
         msg.keys.forEach(key => checkKey(msg.namespace, key))
-        const each = msg.packed === true ? packedOrNull : decodeOrNull
-        return then(state.backend.getMany(msg.namespace, msg.keys), values => values.map(each))
+        if (msg.packed !== true) return then(state.backend.getMany(msg.namespace, msg.keys), values => values.map(decodeOrNull))
+        return state.backend.getManyPacked?.(msg.namespace, msg.keys) ?? then(state.backend.getMany(msg.namespace, msg.keys), packArray)
       }
       case 'set': {
         checkKey(msg.namespace, msg.key)
@@ -54,6 +55,21 @@ export const kvStore = defineBehavior(import.meta.url, 'kvStore', {
         })
         // Issued together, LMDB commits them in one transaction and the servers pipeline them.
         return Promise.all(checked.map(({ key, bytes, expiresAt }) => state.backend.set(msg.namespace, key, bytes, expiresAt))).then(() => null)
+      }
+      case 'setManyPacked': {
+        const { namespace, keys, bytes, ends, ttlMs } = msg
+        if (ends.length !== keys.length || (ttlMs !== undefined && ttlMs.length !== keys.length)) {
+          throw new ActorError('bad_message', `setManyPacked: ${keys.length} keys, ${ends.length} ends and ${ttlMs?.length ?? 'no'} TTLs do not line up`)
+        }
+        const values = keys.map((key, i) => {
+          checkKey(namespace, key)
+          const start = i === 0 ? 0 : ends[i - 1]!
+          const end = ends[i]!
+          if (end <= start || end > bytes.byteLength) throw new ActorError('bad_message', `setManyPacked: value ${i} ends at ${end}, not within ${start + 1}..${bytes.byteLength}`)
+          if (end - start > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `backend '${state.name}': value is ${end - start} bytes, more than ${MAX_VALUE_BYTES}`)
+          return bytes.subarray(start, end)
+        })
+        return Promise.all(keys.map((key, i) => state.backend.set(namespace, key, values[i]!, expiryOf(ttlMs?.[i] || undefined)))).then(() => null)
       }
       case 'delete':
         checkKey(msg.namespace, msg.key)
@@ -124,6 +140,16 @@ function packedOrNull(stored: Stored | undefined): Uint8Array | null {
   if (stored === undefined) return null
   const { bytes, offset = 0 } = stored
   return offset === 0 ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset + offset, bytes.byteLength - offset)
+}
+
+/** Stored values as one msgpack array, nil for missing ones. */
+function packArray(values: Array<Stored | undefined>): Uint8Array {
+  const out = new PackedArray(values.length)
+  for (const stored of values) {
+    if (stored === undefined) out.nil()
+    else out.value(stored.bytes, stored.offset ?? 0)
+  }
+  return out.bytes()
 }
 
 function decodeOrNull(stored: Stored | undefined): unknown {

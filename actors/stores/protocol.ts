@@ -15,8 +15,10 @@ const namespace = z.string().min(1)
 const key = z.string().min(1)
 const ttlMs = z.number().int().positive().optional()
 /**
- * Reply with each value's stored msgpack bytes instead of the value: it then crosses threads as
- * one copy of bytes and is decoded once, by the caller (KvClient does this).
+ * Reply with the stored msgpack bytes instead of decoded values: for `get`, the value's bytes
+ * (null when missing); for `getMany`, one msgpack array of the values (nil for missing ones),
+ * made by concatenating what is stored. The values then cross threads as one copy of bytes and
+ * are decoded once, by the caller, with one unpack (KvClient does this).
  */
 const packed = z.boolean().optional()
 
@@ -26,6 +28,20 @@ export const kvProtocol = z.discriminatedUnion('type', [
   z.object({ type: z.literal('set'), namespace, key, value: z.unknown(), ttlMs }),
   /** Every entry is checked before any is written: one bad entry refuses the lot, writing nothing. */
   z.object({ type: z.literal('setMany'), namespace, entries: z.array(z.object({ key, value: z.unknown(), ttlMs })) }),
+  /**
+   * setMany with the values already msgpack-encoded by the caller: `bytes` holds them back to
+   * back, value i ending at `ends[i]`; `ttlMs[i]` is 0 for no expiry. The store checks keys and
+   * sizes, not the encoding: it writes the bytes as they are and a packed read returns them so.
+   * KvClient sends its batched sets this way, so a value is encoded once, on the caller's thread.
+   */
+  z.object({
+    type: z.literal('setManyPacked'),
+    namespace,
+    keys: z.array(key),
+    bytes: z.custom<Uint8Array>(value => value instanceof Uint8Array, 'must be a Uint8Array'),
+    ends: z.array(z.number().int().nonnegative()),
+    ttlMs: z.array(z.number().int().nonnegative()).optional(),
+  }),
   z.object({ type: z.literal('delete'), namespace, key }),
   /** Keys starting with `prefix`, in byte order, `limit` at a time; pass back `cursor` for the next page. */
   z.object({ type: z.literal('scan'), namespace, prefix: z.string().optional(), limit: z.number().int().min(1).max(MAX_PAGE).optional(), cursor: z.string().optional() }),

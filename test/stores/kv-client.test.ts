@@ -3,6 +3,7 @@ import { ActorError, type ActorRef, type AskOptions } from '../../src/index.js'
 import { KvClient } from '../../actors/stores/kv-client.js'
 import { kvStore } from '../../actors/stores/kv-store.js'
 import type { KvMessage } from '../../actors/stores/protocol.js'
+import { eventually } from '../fixtures/eventually.js'
 import { startSystem } from '../fixtures/system.js'
 
 /** A store ref that records the message types it was asked. */
@@ -23,10 +24,10 @@ t.test('the kv client batches the calls of one turn and answers each alone', asy
   const { ref, asked } = recording(store)
   const kv = new KvClient(ref, 'client-test')
 
-  await t.test('sets of one turn travel as one setMany and are each acknowledged', async t => {
+  await t.test('sets of one turn travel as one setManyPacked and are each acknowledged', async t => {
     asked.length = 0
     await Promise.all(Array.from({ length: 10 }, (_, i) => kv.set(`k${i}`, { i })))
-    t.same(asked, ['setMany'])
+    t.same(asked, ['setManyPacked'])
     t.same(await store.ask({ type: 'get', namespace: 'client-test', key: 'k7' }), { i: 7 })
   })
 
@@ -44,14 +45,24 @@ t.test('the kv client batches the calls of one turn and answers each alone', asy
     t.same(asked, ['get', 'set'])
     asked.length = 0
     await Promise.all(Array.from({ length: 300 }, (_, i) => kv.set(`many${i}`, i)))
-    t.same(asked, ['setMany', 'setMany', 'setMany'])
+    t.same(asked, ['setManyPacked', 'setManyPacked', 'setManyPacked'])
   })
 
   await t.test('one bad value in a batch fails alone; the others are written', async t => {
-    const results = await Promise.allSettled([kv.set('good1', 1), kv.set('huge', 'x'.repeat(17 * 1024 * 1024)), kv.set('good2', 2)])
-    t.same(results.map(r => r.status), ['fulfilled', 'rejected', 'fulfilled'])
+    const results = await Promise.allSettled([kv.set('good1', 1), kv.set('huge', 'x'.repeat(17 * 1024 * 1024)), kv.set('good2', 2), kv.set('weird', 10n ** 30n)])
+    t.same(results.map(r => r.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected'])
     t.match((results[1] as PromiseRejectedResult).reason, { code: 'value_too_large' })
-    t.same(await Promise.all([kv.get('good1'), kv.get('huge'), kv.get('good2')]), [1, null, 2])
+    t.match((results[3] as PromiseRejectedResult).reason, { code: 'unencodable_value', message: /weird/ })
+    t.same(await Promise.all([kv.get('good1'), kv.get('huge'), kv.get('good2'), kv.get('weird')]), [1, null, 2, null])
+  })
+
+  await t.test('a batch mixing TTLs gives each value its own expiry', async t => {
+    asked.length = 0
+    await Promise.all(['x1', 'x2', 'x3'].map((key, i) => kv.set(key, i, i === 1 ? { ttlMs: 100 } : {})))
+    t.same(asked, ['setManyPacked'])
+    t.same(await Promise.all(['x1', 'x2', 'x3'].map(key => kv.get(key))), [0, 1, 2])
+    await eventually(async () => (await kv.get('x2')) === null, 'x2 to expire')
+    t.same(await Promise.all(['x1', 'x3'].map(key => kv.get(key))), [0, 2], 'the others stay')
   })
 
   await t.test('a bad key is refused at once, without a message', async t => {

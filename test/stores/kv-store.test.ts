@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pack, unpack } from 'msgpackr'
 import t from 'tap'
 import type { ActorRef } from '../../src/index.js'
 import { kvStore, type KvStoreArgs } from '../../actors/stores/kv-store.js'
@@ -100,6 +101,34 @@ for (const backend of backends) {
       t.equal(await store.ask({ type: 'get', namespace, key: 'brief' }), 'soon gone')
       await eventually(async () => (await store.ask({ type: 'get', namespace, key: 'brief' })) === null, 'the TTL to pass')
       t.same((await store.ask<KvPage>({ type: 'scan', namespace })).items.map(i => i.key), ['stays'], 'expired keys leave scans too')
+    })
+
+    await scoped('packed reads carry the stored msgpack: one value, or one array for getMany with nil where a key is missing or expired', async namespace => {
+      const big = { text: 'x'.repeat(10_000), list: Array.from({ length: 50 }, (_, i) => i) }
+      await store.ask({ type: 'setMany', namespace, entries: [{ key: 'a', value: { one: 1 } }, { key: 'big', value: big }, { key: 'brief', value: 'soon gone', ttlMs: 100 }, { key: 'n', value: null }] })
+      t.same(unpack(await store.ask<Uint8Array>({ type: 'get', namespace, key: 'a', packed: true })), { one: 1 })
+      t.equal(await store.ask({ type: 'get', namespace, key: 'missing', packed: true }), null)
+      const keys = ['big', 'missing', 'a', 'brief', 'n', 'a']
+      t.same(unpack(await store.ask<Uint8Array>({ type: 'getMany', namespace, keys, packed: true })), [big, null, { one: 1 }, 'soon gone', null, { one: 1 }])
+      await eventually(async () => (await store.ask({ type: 'get', namespace, key: 'brief' })) === null, 'the TTL to pass')
+      t.same(unpack(await store.ask<Uint8Array>({ type: 'getMany', namespace, keys, packed: true })), [big, null, { one: 1 }, null, null, { one: 1 }], 'an expired key reads as nil')
+      const many = Array.from({ length: 300 }, (_, i) => `k${i}`)
+      await store.ask({ type: 'setMany', namespace, entries: many.map((key, i) => ({ key, value: { i, pad: 'p'.repeat(i) } })) })
+      t.same(unpack(await store.ask<Uint8Array>({ type: 'getMany', namespace, keys: many, packed: true })), many.map((_, i) => ({ i, pad: 'p'.repeat(i) })), 'past 16 and 255 entries, and past the first buffer')
+      t.same(unpack(await store.ask<Uint8Array>({ type: 'getMany', namespace, keys: [], packed: true })), [])
+    })
+
+    await scoped('setManyPacked writes values encoded by the caller; a bad batch writes nothing', async namespace => {
+      const values = [{ one: 1 }, 'two', [3]]
+      const parts = values.map(value => pack(value))
+      const bytes = Buffer.concat(parts)
+      const ends = parts.map((_, i) => parts.slice(0, i + 1).reduce((sum, part) => sum + part.byteLength, 0))
+      t.equal(await store.ask({ type: 'setManyPacked', namespace, keys: ['p1', 'p2', 'p3'], bytes, ends, ttlMs: [0, 60_000, 0] }), null)
+      t.same(await store.ask({ type: 'getMany', namespace, keys: ['p1', 'p2', 'p3'] }), values)
+      await t.rejects(store.ask({ type: 'setManyPacked', namespace, keys: ['q1', 'q2'], bytes, ends: [ends[0]!, bytes.byteLength + 1] }), { code: 'bad_message', message: /value 1 ends at/ })
+      await t.rejects(store.ask({ type: 'setManyPacked', namespace, keys: ['q1', 'q2'], bytes, ends: [ends[0]!] }), { code: 'bad_message', message: /do not line up/ })
+      await t.rejects(store.ask({ type: 'setManyPacked', namespace, keys: ['q1', ''], bytes, ends: ends.slice(0, 2) }), { code: 'invalid_key' })
+      t.same(await store.ask({ type: 'getMany', namespace, keys: ['q1', 'q2'] }), [null, null], 'nothing of a refused batch was written')
     })
 
     await scoped('scan is ordered by key bytes and paginated with a cursor', async namespace => {

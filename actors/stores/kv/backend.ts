@@ -14,6 +14,11 @@ export interface Stored {
 export interface KvBackend {
   get(namespace: string, key: string): Stored | undefined | Promise<Stored | undefined>
   getMany(namespace: string, keys: readonly string[]): Array<Stored | undefined> | Promise<Array<Stored | undefined>>
+  /**
+   * The live values as one msgpack array (nil for a missing or expired key), built without a
+   * buffer per value. Optional: the actor builds it from getMany for backends without it.
+   */
+  getManyPacked?(namespace: string, keys: readonly string[]): Uint8Array
   set(namespace: string, key: string, bytes: Uint8Array, expiresAt: number): Promise<void>
   /** True if the key existed. */
   delete(namespace: string, key: string): Promise<boolean>
