@@ -42,13 +42,14 @@ interface WaitingSet extends Waiting<void> {
 /**
  * One namespace of a key-value store actor, as the code that uses it sees it.
  *
- * Values come back as their stored msgpack bytes and are decoded here, so each crosses the
- * thread boundary once, as bytes; a batch of gets comes back as one msgpack array, decoded with
- * one unpack. Likewise a batch of sets goes as the values' msgpack bytes, encoded here once. Gets and sets made in the same turn of the event loop travel together, as one `getMany` or
- * one `setMany` message of up to 128 entries: the same per-turn batching lmdb-js applies to its
- * own writes. Batching changes no answer. Each call resolves or rejects for itself, a set
- * resolves only once its write is durable, and a batch the store refuses before writing (one
- * bad key or value) is retried entry by entry so only the bad entry fails.
+ * Gets and sets made in the same turn of the event loop travel together, up to 128 to a
+ * message: the same per-turn batching lmdb-js applies to its own writes. Values cross threads
+ * once, as msgpack bytes: a batch of gets comes back as one msgpack array, decoded here with one
+ * unpack, and a batch of sets goes as a `setManyPacked` of values encoded here, which the store
+ * writes without decoding. Batching changes no answer. Each call resolves or rejects for itself,
+ * a set resolves only once its write is durable, a value that cannot be encoded or is too large
+ * fails alone before anything is sent, and a batch the store refuses before writing is retried
+ * entry by entry so only the bad entry fails.
  */
 export class KvClient {
   readonly #store: Pick<ActorRef<KvMessage>, 'ask'>
