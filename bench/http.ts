@@ -112,7 +112,8 @@ ${models}
   const chat = JSON.stringify({ model: 'model-0', messages: [{ role: 'user', content: 'benchmark' }] })
   const bareChat = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'benchmark' }] })
   try {
-    return await measure(subjects, rounds, 0, async () => {
+    // One warm-up round: troupe has more code for the JIT to settle than the bare servers.
+    return await measure(subjects, rounds, 1, async () => {
       const bareModels = await load(bareListUrl, CONNECTIONS)
       const troupeModels = await load(`${stack.url}/v1/models`, CONNECTIONS)
       const bareChatLoad = await load(proxyUrl, CONNECTIONS, bareChat)
