@@ -1,6 +1,6 @@
 /**
  * The benchmark harness: every troupe figure is measured beside its raw baseline in the same
- * process, in interleaved rounds (baseline, troupe, baseline, troupe, …) so that drift on a
+ * process (one process per benchmark: see run.ts), in interleaved rounds (baseline, troupe, baseline, troupe, …) so that drift on a
  * shared machine hits both alike. Each figure is the median over rounds, with the spread.
  */
 export type Unit = 'us' | 'msg/s' | 'ops/s' | 'req/s' | 'ms'
