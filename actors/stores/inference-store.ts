@@ -93,7 +93,7 @@ const DEFAULT_LIMIT = 20
 /** Records one writer commits together, at most. */
 const WRITE_BATCH = 256
 /** How long a record may wait for others to share its commit. It is acknowledged before. */
-const LINGER_MS = 10
+const LINGER_MS = 25
 
 export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', {
   protocol: inferenceStoreProtocol,
