@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { ActorRef } from '../../src/index.js'
 import { tableStore, type TableStoreArgs } from '../../actors/stores/table-store.js'
 import type { RowPage, TableMessage, TableSpec } from '../../actors/stores/protocol.js'
@@ -60,6 +60,45 @@ const row = (i: number, conversation = 'c1') => ({
   body: { role: 'user', content: `hello ${i}`, parts: [i, 'é'] },
   tokens: i,
 })
+
+type PageQueryCase = { where?: Record<string, unknown>; orderBy: Array<{ column: string; direction: 'asc' | 'desc' }> }
+
+/**
+ * Pages through each query three rows at a time, by afterRow, and checks what comes back against
+ * a full sort of `rows`. The queries order by columns that leave no ties.
+ */
+async function checkPages(
+  t: Test,
+  store: ActorRef<TableMessage>,
+  table: string,
+  rows: ReadonlyArray<Record<string, unknown>>,
+  queries: readonly PageQueryCase[],
+  idOf: (row: Record<string, unknown>) => string,
+): Promise<void> {
+  const sign = (direction: 'asc' | 'desc') => (direction === 'asc' ? 1 : -1)
+  for (const query of queries) {
+    const expected = rows
+      .filter(r => Object.entries(query.where ?? {}).every(([column, value]) => r[column] === value))
+      .sort((a, b) => {
+        for (const { column, direction } of query.orderBy) {
+          const x = a[column] as string | number
+          const y = b[column] as string | number
+          if (x !== y) return (x < y ? -1 : 1) * sign(direction)
+        }
+        return 0
+      })
+      .map(idOf)
+    const seen: string[] = []
+    let after: Record<string, unknown> | undefined
+    for (let pages = 0; pages < 30; pages++) {
+      const page: RowPage = await store.ask({ type: 'fetchAll', table, ...query, limit: 3, ...(after ? { afterRow: after } : {}) })
+      seen.push(...page.rows.map(idOf))
+      if (page.cursor === null) break
+      after = page.rows.at(-1)
+    }
+    t.same(seen, expected, JSON.stringify(query))
+  }
+}
 
 for (const backend of backends) {
   t.test(`${backend.label} honours the table contract`, { skip: backend.skip ?? false }, async t => {
@@ -121,7 +160,7 @@ for (const backend of backends) {
       await store.ask({ type: 'createTable', table: { ...messages(table), indexes: [['conversation', 'created'], ['created']] } })
       const rows = Array.from({ length: 31 }, (_, i) => row(i, i % 3 === 0 ? 'other' : 'c1'))
       await store.ask({ type: 'transaction', ops: rows.map(r => ({ type: 'insert' as const, table, row: r })) })
-      const queries: Array<{ where?: Record<string, unknown>; orderBy: Array<{ column: string; direction: 'asc' | 'desc' }> }> = [
+      const queries: PageQueryCase[] = [
         { orderBy: [{ column: 'id', direction: 'asc' }] },
         { orderBy: [{ column: 'id', direction: 'desc' }] },
         { orderBy: [{ column: 'created', direction: 'asc' }, { column: 'id', direction: 'asc' }] },
@@ -131,29 +170,24 @@ for (const backend of backends) {
         { where: { conversation: 'c1', pinned: true }, orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
         { where: { conversation: 'nobody' }, orderBy: [{ column: 'created', direction: 'desc' }, { column: 'id', direction: 'desc' }] },
       ]
-      for (const query of queries) {
-        const sign = (direction: 'asc' | 'desc') => (direction === 'asc' ? 1 : -1)
-        const expected = rows
-          .filter(r => Object.entries(query.where ?? {}).every(([column, value]) => r[column as keyof typeof r] === value))
-          .sort((a, b) => {
-            for (const { column, direction } of query.orderBy) {
-              const x = a[column as keyof typeof a] as string | number
-              const y = b[column as keyof typeof b] as string | number
-              if (x !== y) return (x < y ? -1 : 1) * sign(direction)
-            }
-            return 0
-          })
-          .map(r => r.id)
-        const seen: unknown[] = []
-        let after: Record<string, unknown> | undefined
-        for (let pages = 0; pages < 20; pages++) {
-          const page: RowPage = await store.ask({ type: 'fetchAll', table, ...query, limit: 3, ...(after ? { afterRow: after } : {}) })
-          seen.push(...page.rows.map(r => r['id']))
-          if (page.cursor === null) break
-          after = page.rows.at(-1)
-        }
-        t.same(seen, expected, JSON.stringify(query))
-      }
+      await checkPages(t, store, table, rows, queries, r => r['id'] as string)
+
+      // A key whose leading column the filter binds: conversation items by sequence number.
+      const items = freshTable()
+      await store.ask({
+        type: 'createTable',
+        table: { name: items, columns: { conversation: { type: 'text' }, seq: { type: 'integer' }, id: { type: 'text' } }, primaryKey: ['conversation', 'seq'], indexes: [['conversation', 'id']] },
+      })
+      const itemRows = Array.from({ length: 25 }, (_, i) => ({ conversation: `c${i % 3}`, seq: 100 - i, id: `item${(i * 7) % 25}` }))
+      await store.ask({ type: 'transaction', ops: itemRows.map(r => ({ type: 'insert' as const, table: items, row: r })) })
+      await checkPages(t, store, items, itemRows, [
+        { where: { conversation: 'c1' }, orderBy: [{ column: 'seq', direction: 'desc' }] },
+        { where: { conversation: 'c1' }, orderBy: [{ column: 'seq', direction: 'asc' }] },
+        { where: { conversation: 'c2' }, orderBy: [{ column: 'id', direction: 'asc' }] },
+        { where: { conversation: 'c2' }, orderBy: [{ column: 'id', direction: 'desc' }] },
+        { where: { conversation: 'c0', id: 'item0' }, orderBy: [{ column: 'seq', direction: 'desc' }] },
+        { orderBy: [{ column: 'seq', direction: 'desc' }] },
+      ], r => `${r['conversation']}/${r['seq']}`)
     })
 
     await t.test('a transaction is all or nothing', async t => {

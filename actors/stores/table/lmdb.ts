@@ -134,8 +134,11 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
       const range = orderedRange(table, where, order)
       if (range !== undefined) {
         // Walk the keys in the page's order from just after `after`: the page costs its own rows.
-        const from: Key | undefined = after === undefined ? undefined : [...range.prefix, ...(after as LmdbKey[])]
-        const reverse = order[0]!.direction === 'desc'
+        // The key after the prefix holds the suffix columns: bound ones from `where`, the others
+        // from `after`, which holds the page order's values.
+        const valueAfter = (column: string): LmdbKey => (where[column] !== undefined ? where[column] : after![order.findIndex(o => o.column === column)]) as LmdbKey
+        const from: Key | undefined = after === undefined ? undefined : [...range.prefix, ...range.suffix.map(valueAfter)]
+        const reverse = range.direction === 'desc'
         const rows: Row[] = []
         for (const { key, value } of db.getRange(reverse ? { start: from ?? [...range.prefix, ABOVE_ALL], reverse } : { start: from ?? range.prefix })) {
           if (!startsWith(key as Key, range.prefix)) break
@@ -167,28 +170,39 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
 const ABOVE_ALL = Uint8Array.of(0xff)
 
 /**
- * Where a page can be read in its order straight off the keys: the primary key when the order is
- * the primary key, or an index whose columns are some `where` columns (bound by equality) and
- * then exactly the order's columns before the primary key, all in one direction. The columns
- * walked must be non-nullable, so the key order is the order compareRows sorts by. The index
- * binding most `where` columns wins. Undefined when none fits.
+ * Where a page can be read in its order straight off the keys. A key layout serves when, past
+ * its leading columns bound by `where` (the prefix), its remaining columns, less any other bound
+ * ones, are the page order's columns less the bound ones, all in one direction: a column bound
+ * by equality is constant across the page, so it neither orders it nor breaks the walk. The
+ * layouts are the primary key and each index (its columns, then the primary key's). The columns
+ * walked must be non-nullable, so that the key order is the order compareRows sorts by. The
+ * layout binding most `where` columns wins; undefined when none serves.
  */
-function orderedRange(table: TableSpec, where: Where, order: readonly SortKey[]): { prefix: Key; index: number | undefined } | undefined {
-  const direction = order[0]?.direction
-  if (direction === undefined || order.some(o => o.direction !== direction)) return undefined
-  const columns = order.map(o => o.column)
-  if (sameColumns(columns, table.primaryKey)) return { prefix: [ROW, table.name], index: undefined }
-  let best: { prefix: Key; index: number; bound: number } | undefined
-  ;(table.indexes ?? []).forEach((indexColumns, index) => {
-    let bound = 0
-    while (bound < indexColumns.length && where[indexColumns[bound]!] !== undefined) bound++
-    const walked = indexColumns.slice(bound)
-    if (!sameColumns(columns, [...walked, ...table.primaryKey])) return
-    if (walked.some(column => table.columns[column]?.nullable === true)) return
-    if (best !== undefined && best.bound >= bound) return
-    const prefix: Key = [INDEX, table.name, index, ...indexColumns.slice(0, bound).map(column => (where[column] ?? null) as LmdbKey)]
-    best = { prefix, index, bound }
-  })
+function orderedRange(
+  table: TableSpec,
+  where: Where,
+  order: readonly SortKey[],
+): { prefix: Key; suffix: string[]; index: number | undefined; direction: 'asc' | 'desc' } | undefined {
+  const bound = (column: string): boolean => where[column] !== undefined
+  const free = order.filter(o => !bound(o.column))
+  const direction = free[0]?.direction ?? 'asc'
+  if (free.some(o => o.direction !== direction)) return undefined
+  const columns = free.map(o => o.column)
+  const layouts: Array<{ start: Key; parts: string[]; index: number | undefined }> = [
+    { start: [ROW, table.name], parts: [...table.primaryKey], index: undefined },
+    ...(table.indexes ?? []).map((indexColumns, index) => ({ start: [INDEX, table.name, index] as Key, parts: [...indexColumns, ...table.primaryKey], index })),
+  ]
+  let best: { prefix: Key; suffix: string[]; index: number | undefined; direction: 'asc' | 'desc'; leading: number } | undefined
+  for (const { start, parts, index } of layouts) {
+    let leading = 0
+    while (leading < parts.length && bound(parts[leading]!)) leading++
+    const suffix = parts.slice(leading)
+    const walked = suffix.filter(column => !bound(column))
+    if (!sameColumns(columns, walked)) continue
+    if (walked.some(column => table.columns[column]?.nullable === true)) continue
+    if (best !== undefined && best.leading >= leading) continue
+    best = { prefix: [...start, ...parts.slice(0, leading).map(column => (where[column] ?? null) as LmdbKey)], suffix, index, direction, leading }
+  }
   return best
 }
 
