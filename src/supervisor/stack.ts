@@ -22,11 +22,20 @@ export interface RunningStack {
   stop(): Promise<void>
 }
 
+/** What checking a config yields beyond its schema, for starting the stack from it. */
+export interface CheckedStack {
+  /** In dependency order. */
+  readonly providers: ResolvedProvider[]
+  /** The PEM files `server.tls` names, read once here. */
+  readonly tls: TlsFiles | undefined
+}
+
 /**
  * Everything a config checks beyond its schema: provider types, their configs and dependency
- * order, and the models registered against them. Throws ConfigError with every problem.
+ * order, the models registered against them, server.auth and the server.tls files. Throws
+ * ConfigError with every problem.
  */
-export function checkStack(loaded: LoadedConfig): ResolvedProvider[] {
+export function checkStack(loaded: LoadedConfig): CheckedStack {
   const providers = resolveProviders(loaded)
   const ids = new Set(providers.map(p => p.providerId))
   const issues: ConfigIssue[] = []
@@ -41,9 +50,10 @@ export function checkStack(loaded: LoadedConfig): ResolvedProvider[] {
       message: 'authentication is not built yet, and troupe will not serve unauthenticated a config that asks for it: remove server.auth, or put troupe behind a proxy that authenticates',
     })
   }
-  issues.push(...readTls(loaded.config.server.tls).issues)
+  const tls = readTls(loaded.config.server.tls)
+  issues.push(...tls.issues)
   if (issues.length > 0) throw new ConfigError(issues, loaded.source)
-  return providers
+  return { providers, tls: tls.files }
 }
 
 type TlsConfig = LoadedConfig['config']['server']['tls']
@@ -70,7 +80,7 @@ function readTls(tls: TlsConfig): { files: TlsFiles | undefined; issues: ConfigI
  */
 export async function startStack(system: ActorSystem, loaded: LoadedConfig, log: Logger, options: { port?: number; host?: string } = {}): Promise<RunningStack> {
   const { config } = loaded
-  const providers = checkStack(loaded)
+  const { providers, tls } = checkStack(loaded)
   const drainMs = config.troupe.drain_timeout_ms
 
   await startStores(system, config)
@@ -164,7 +174,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     log: log.child({ component: 'http' }),
     cors: config.server.cors,
     maxBodyBytes: config.server.max_body_bytes,
-    tls: readTls(config.server.tls).files,
+    tls,
   })
   const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
   log.info({ url }, `listening on ${url}`)

@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http'
-import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
+import t, { type Test } from 'tap'
+import { fakeOllama, fakeOpenAI, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
 import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
 import { eventually } from '../fixtures/eventually.js'
 import { parseConfig } from '../../src/config/index.js'
@@ -115,13 +115,26 @@ t.test('a stream that fails part way ends with an error frame', async t => {
   t.match(ok.text, /data: \[DONE\]\n\n$/)
 })
 
-t.test('a client that disconnects mid-stream aborts the upstream request', async t => {
-  for (const [upstream, model] of [
-    [openai, 'fake-openai/slow-stream'],
-    [ollama, 'fake-ollama/slow-stream'],
+/**
+ * For each provider, sends a chat to its fake model `special` and lets `leave` make the client
+ * go away; the fake upstream must then see its request aborted.
+ */
+async function expectUpstreamAbort(t: Test, special: string, leave: (upstream: FakeUpstream, model: string) => Promise<void>): Promise<void> {
+  for (const [upstream, provider] of [
+    [openai, 'fake-openai'],
+    [ollama, 'fake-ollama'],
   ] as const) {
+    const model = `${provider}/${special}`
     const before = upstream.aborted
-    await new Promise<void>((resolve, reject) => {
+    await leave(upstream, model)
+    await eventually(() => upstream.aborted > before, `${model}: the upstream request to be aborted`)
+    t.pass(`${model}: the upstream saw the abort`)
+  }
+}
+
+t.test('a client that disconnects mid-stream aborts the upstream request', t =>
+  expectUpstreamAbort(t, 'slow-stream', (_upstream, model) =>
+    new Promise<void>((resolve, reject) => {
       const req = httpRequest(`${stack.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, res => {
         res.once('data', () => {
           req.destroy() // the first chunk arrived: go away
@@ -131,28 +144,20 @@ t.test('a client that disconnects mid-stream aborts the upstream request', async
       req.on('error', () => {})
       req.once('error', reject)
       req.end(JSON.stringify(chat(model, { stream: true })))
-    })
-    await eventually(() => upstream.aborted > before, `${model}: the upstream request to be aborted`)
-    t.pass(`${model}: the upstream saw the abort`)
-  }
-})
+    }),
+  ),
+)
 
-t.test('a client that goes away while waiting for a whole completion aborts the upstream request', async t => {
-  for (const [upstream, model] of [
-    [openai, 'fake-openai/hang'],
-    [ollama, 'fake-ollama/hang'],
-  ] as const) {
-    const before = upstream.aborted
+t.test('a client that goes away while waiting for a whole completion aborts the upstream request', t =>
+  expectUpstreamAbort(t, 'hang', async (upstream, model) => {
     const requests = upstream.requests.length
     const req = httpRequest(`${stack.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } })
     req.on('error', () => {})
     req.end(JSON.stringify(chat(model)))
     await eventually(() => upstream.requests.length > requests, `${model}: the upstream to get the request`)
     req.destroy()
-    await eventually(() => upstream.aborted > before, `${model}: the upstream request to be aborted`)
-    t.pass(`${model}: the upstream saw the abort`)
-  }
-})
+  }),
+)
 
 t.test('health, version, providers, inspect', async t => {
   const health = await call('GET', '/v1/health')

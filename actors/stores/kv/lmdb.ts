@@ -14,10 +14,8 @@ export function openLmdbKv(path: string, mapSizeMb: number): KvBackend {
   mkdirSync(path, { recursive: true })
   const db = open<Buffer, string>({ path, mapSize: mapSizeMb * 1024 * 1024, encoding: 'binary', compression: false })
   const decode = (record: Buffer | undefined): Stored | undefined => {
-    if (record === undefined) return undefined
-    const expiresAt = record.readDoubleLE(0)
-    if (expiresAt !== 0 && expiresAt <= Date.now()) return undefined
-    return { bytes: record, offset: 8, expiresAt }
+    if (record === undefined || expired(record, Date.now())) return undefined
+    return { bytes: record, offset: 8, expiresAt: record.readDoubleLE(0) }
   }
   const read = (namespace: string, key: string): Stored | undefined => decode(db.get(keyOf(namespace, key)))
   return {
@@ -30,12 +28,8 @@ export function openLmdbKv(path: string, mapSizeMb: number): KvBackend {
       const now = Date.now()
       for (const key of keys) {
         const record = db.getBinaryFast(keyOf(namespace, key))
-        if (record === undefined) out.nil()
-        else {
-          const expiresAt = record.readDoubleLE(0)
-          if (expiresAt !== 0 && expiresAt <= now) out.nil()
-          else out.value(record, 8, record.length) // length, not byteLength: the buffer is LMDB's whole read area
-        }
+        if (record === undefined || expired(record, now)) out.nil()
+        else out.value(record, 8, record.length) // length, not byteLength: the buffer is LMDB's whole read area
       }
       return out.bytes()
     },
@@ -73,6 +67,12 @@ export function openLmdbKv(path: string, mapSizeMb: number): KvBackend {
       await db.close()
     },
   }
+}
+
+/** Whether a stored record's 8-byte expiry (0: never) has passed at `now`. */
+function expired(record: Buffer, now: number): boolean {
+  const expiresAt = record.readDoubleLE(0)
+  return expiresAt !== 0 && expiresAt <= now
 }
 
 function keyOf(namespace: string, key: string): string {

@@ -142,7 +142,7 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
         const rows: Row[] = []
         for (const { key, value } of db.getRange(reverse ? { start: from ?? [...range.prefix, ABOVE_ALL], reverse } : { start: from ?? range.prefix })) {
           if (!startsWith(key as Key, range.prefix)) break
-          if (from !== undefined && sameKey(key as Key, from)) continue
+          if (from !== undefined && sameList(key as Key, from)) continue
           const row = range.index === undefined ? (value as Row) : (db.get([ROW, table.name, ...(key as Key).slice(-table.primaryKey.length)]) as Row | undefined)
           if (row === undefined || !matches(row, where)) continue
           rows.push(row)
@@ -198,7 +198,7 @@ function orderedRange(
     while (leading < parts.length && bound(parts[leading]!)) leading++
     const suffix = parts.slice(leading)
     const walked = suffix.filter(column => !bound(column))
-    if (!sameColumns(columns, walked)) continue
+    if (!sameList(columns, walked)) continue
     if (walked.some(column => table.columns[column]?.nullable === true)) continue
     if (best !== undefined && best.leading >= leading) continue
     best = { prefix: [...start, ...parts.slice(0, leading).map(column => (where[column] ?? null) as LmdbKey)], suffix, index, direction, leading }
@@ -206,12 +206,9 @@ function orderedRange(
   return best
 }
 
-function sameColumns(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((column, i) => column === b[i])
-}
-
-function sameKey(a: Key, b: Key): boolean {
-  return a.length === b.length && a.every((part, i) => part === b[i])
+/** Whether two lists (column names, key parts) hold the same items in the same order. */
+function sameList(a: readonly unknown[], b: readonly unknown[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i])
 }
 
 function startsWith(key: Key, prefix: Key): boolean {
