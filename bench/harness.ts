@@ -1,7 +1,10 @@
 /**
  * The benchmark harness: every troupe figure is measured beside its raw baseline in the same
- * process (one process per benchmark: see run.ts), in interleaved rounds (baseline, troupe, baseline, troupe, …) so that drift on a
- * shared machine hits both alike. Each figure is the median over rounds, with the spread.
+ * process (one process per benchmark: see run.ts), in interleaved rounds (baseline, troupe,
+ * baseline, troupe, …) so that drift on a shared machine hits both alike. Each figure is the
+ * median over rounds, with the spread. The ratio is the median of the rounds' own ratios, each
+ * taken between figures measured moments apart: on a machine whose speed drifts by half between
+ * rounds, a ratio of the two medians would pair a fast round's figure with a slow round's.
  */
 export type Unit = 'us' | 'msg/s' | 'ops/s' | 'req/s' | 'ms'
 
@@ -11,13 +14,13 @@ export interface BenchResult {
   readonly value: number
   readonly baseline: string
   readonly baseline_value: number
-  /** value / baseline_value. */
+  /** The median over rounds of each round's value / baseline. */
   readonly ratio: number
   /** Whether a larger ratio is better (throughput) or a smaller one (latency). */
   readonly better: 'higher' | 'lower'
   readonly target?: string
-  /** min and max of the per-round figures, troupe then baseline. */
-  readonly spread: { readonly value: [number, number]; readonly baseline: [number, number] }
+  /** min and max of the per-round figures: troupe, baseline, and their ratio. */
+  readonly spread: { readonly value: [number, number]; readonly baseline: [number, number]; readonly ratio: [number, number] }
   readonly rounds: number
 }
 
@@ -45,6 +48,7 @@ export async function measure(subjects: readonly Subject[], rounds: number, warm
   return subjects.map((subject, at) => {
     const values = samples[at]!.map(s => s.value)
     const baselines = samples[at]!.map(s => s.baseline)
+    const ratios = samples[at]!.map(s => s.value / s.baseline)
     const value = median(values)
     const baselineValue = median(baselines)
     return {
@@ -53,10 +57,10 @@ export async function measure(subjects: readonly Subject[], rounds: number, warm
       value: round3(value),
       baseline: subject.baseline,
       baseline_value: round3(baselineValue),
-      ratio: round3(value / baselineValue),
+      ratio: round3(median(ratios)),
       better: subject.better,
       ...(subject.target === undefined ? {} : { target: subject.target }),
-      spread: { value: [round3(Math.min(...values)), round3(Math.max(...values))], baseline: [round3(Math.min(...baselines)), round3(Math.max(...baselines))] },
+      spread: { value: [round3(Math.min(...values)), round3(Math.max(...values))], baseline: [round3(Math.min(...baselines)), round3(Math.max(...baselines))], ratio: [round3(Math.min(...ratios)), round3(Math.max(...ratios))] },
       rounds,
     }
   })
@@ -88,10 +92,10 @@ export function formatTable(results: readonly BenchResult[]): string {
     `[${fmt(r.spread.value[0])}–${fmt(r.spread.value[1])}]`,
     r.baseline,
     `${fmt(r.baseline_value)} ${r.unit}`,
-    `${r.ratio}`,
+    `${r.ratio} [${r.spread.ratio[0]}–${r.spread.ratio[1]}]`,
     r.target ?? '',
   ])
-  const header = ['benchmark', 'troupe (median)', 'spread', 'baseline', 'baseline (median)', 'ratio', 'target']
+  const header = ['benchmark', 'troupe (median)', 'spread', 'baseline', 'baseline (median)', 'ratio [spread]', 'target']
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(row => row[i]!.length)))
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')
   return [line(header), line(widths.map(w => '-'.repeat(w))), ...rows.map(line)].join('\n')
