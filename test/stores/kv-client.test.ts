@@ -38,7 +38,7 @@ t.test('the kv client batches the calls of one turn and answers each alone', asy
     t.same(asked, ['getMany'])
   })
 
-  await t.test('a lone call is sent as itself, and big turns split at 128 entries', async t => {
+  await t.test('a lone call is sent as itself; big turns split at 128 entries, and sets at 1 MiB', async t => {
     asked.length = 0
     t.same(await kv.get('k1'), { i: 1 })
     await kv.set('solo', 1)
@@ -46,6 +46,14 @@ t.test('the kv client batches the calls of one turn and answers each alone', asy
     asked.length = 0
     await Promise.all(Array.from({ length: 300 }, (_, i) => kv.set(`many${i}`, i)))
     t.same(asked, ['setManyPacked', 'setManyPacked', 'setManyPacked'])
+    asked.length = 0
+    t.same(await Promise.all(Array.from({ length: 300 }, (_, i) => kv.get(`many${i}`))), Array.from({ length: 300 }, (_, i) => i))
+    t.same(asked, ['getMany', 'getMany', 'getMany'])
+    asked.length = 0
+    const big = 'v'.repeat(300 * 1024)
+    await Promise.all(Array.from({ length: 7 }, (_, i) => kv.set(`big${i}`, `${i}${big}`)))
+    t.same(asked, ['setManyPacked', 'setManyPacked', 'setManyPacked'], '7 values of 300 KiB go 3, 3 and 1: no message past 1 MiB')
+    t.same((await Promise.all(Array.from({ length: 7 }, (_, i) => kv.get(`big${i}`)))).map(value => (value as string).slice(0, 2)), Array.from({ length: 7 }, (_, i) => `${i}v`))
   })
 
   await t.test('one bad value in a batch fails alone; the others are written', async t => {
@@ -54,6 +62,14 @@ t.test('the kv client batches the calls of one turn and answers each alone', asy
     t.match((results[1] as PromiseRejectedResult).reason, { code: 'value_too_large' })
     t.match((results[3] as PromiseRejectedResult).reason, { code: 'unencodable_value', message: /weird/ })
     t.same(await Promise.all([kv.get('good1'), kv.get('huge'), kv.get('good2'), kv.get('weird')]), [1, null, 2, null])
+  })
+
+  await t.test('a bad value in a later message of a big turn fails alone', async t => {
+    asked.length = 0
+    const results = await Promise.allSettled(Array.from({ length: 300 }, (_, i) => kv.set(`turn${i}`, i === 200 ? 10n ** 30n : i)))
+    t.same(asked, ['setManyPacked', 'setManyPacked', 'setManyPacked'])
+    t.same(results.map((r, i) => (r.status === 'rejected') === (i === 200)), Array.from({ length: 300 }, () => true))
+    t.same(await Promise.all([199, 200, 201, 299].map(i => kv.get(`turn${i}`))), [199, null, 201, 299])
   })
 
   await t.test('a batch mixing TTLs gives each value its own expiry', async t => {

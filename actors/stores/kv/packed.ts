@@ -24,6 +24,11 @@ class GrowingBytes {
   bytes(): Uint8Array {
     return this.buffer.subarray(0, this.at)
   }
+
+  /** Bytes written so far. */
+  get size(): number {
+    return this.at
+  }
 }
 
 /**
