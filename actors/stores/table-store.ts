@@ -1,7 +1,7 @@
 import { pack, unpack } from 'msgpackr'
 import { ActorError, defineBehavior } from '../../src/index.js'
 import type { BackendConfig } from '../../src/config/index.js'
-import type { PageQuery, Row, SortKey, TableBackend } from './table/backend.js'
+import type { CheckedOp, PageQuery, Row, SortKey, TableBackend } from './table/backend.js'
 import { MAX_PAGE, MAX_VALUE_BYTES, tableProtocol, type ColumnSpec, type OrderBy, type RowPage, type TableMessage, type TableSpec, type Where, type WriteOp } from './protocol.js'
 
 export interface TableStoreArgs {
@@ -147,14 +147,17 @@ function checkSpec(spec: TableSpec): void {
   }
 }
 
-function checkOp(state: TableStoreState, op: WriteOp): { op: WriteOp; table: TableSpec } {
+function checkOp(state: TableStoreState, op: WriteOp): CheckedOp {
   const table = tableOf(state, op.table)
+  const encode = state.backend.encodeRow ?? pack
   switch (op.type) {
     case 'insert':
-    case 'upsert':
-      return { op: { ...op, row: checkRow(table, op.row, true) }, table }
+    case 'upsert': {
+      const { row, encoded } = checkRow(table, op.row, true, encode)
+      return { op: { ...op, row }, table, ...(state.backend.encodeRow === undefined ? {} : { encoded }) }
+    }
     case 'update': {
-      const values = checkRow(table, op.values, false)
+      const { row: values } = checkRow(table, op.values, false, encode)
       for (const column of table.primaryKey) {
         if (column in values) throw new ActorError('bad_row', `table '${table.name}': update cannot change primary key column '${column}'`)
       }
@@ -165,8 +168,11 @@ function checkOp(state: TableStoreState, op: WriteOp): { op: WriteOp; table: Tab
   }
 }
 
-/** A complete row (every column, nullable ones defaulting to null), or the named subset for an update. */
-function checkRow(table: TableSpec, row: Row, complete: boolean): Row {
+/**
+ * A complete row (every column, nullable ones defaulting to null), or the named subset for an
+ * update, with its encoding, whose size is checked.
+ */
+function checkRow(table: TableSpec, row: Row, complete: boolean, encode: (row: Row) => Uint8Array): { row: Row; encoded: Uint8Array } {
   const out: Row = {}
   for (const [column, value] of Object.entries(row)) {
     const spec = columnOf(table, column, 'row')
@@ -179,14 +185,14 @@ function checkRow(table: TableSpec, row: Row, complete: boolean): Row {
       out[column] = null
     }
   }
-  let size: number
+  let encoded: Uint8Array
   try {
-    size = pack(out).byteLength
+    encoded = encode(out)
   } catch (error) {
     throw new ActorError('unencodable_value', `table '${table.name}': row cannot be encoded: ${(error as Error).message}`)
   }
-  if (size > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${size} bytes, more than ${MAX_VALUE_BYTES}`)
-  return out
+  if (encoded.byteLength > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${encoded.byteLength} bytes, more than ${MAX_VALUE_BYTES}`)
+  return { row: out, encoded }
 }
 
 function checkWhere(table: TableSpec, where: Where): Where {

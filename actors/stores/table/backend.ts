@@ -19,6 +19,13 @@ export interface PageQuery {
   readonly limit: number
 }
 
+/** A write the store actor has checked, with the row's stored bytes when the backend encodes rows (see encodeRow). */
+export interface CheckedOp {
+  readonly op: WriteOp
+  readonly table: TableSpec
+  readonly encoded?: Uint8Array
+}
+
 /**
  * What a table backend implements. The store actor above it checks every row and query
  * against the table's spec first, so a backend sees only well-formed input.
@@ -28,7 +35,13 @@ export interface TableBackend {
   loadTables(): Promise<TableSpec[]>
   createTable(spec: TableSpec): Promise<void>
   /** All the ops in one transaction; each op's count of rows written. Throws (writes nothing) on any failure. */
-  apply(ops: ReadonlyArray<{ op: WriteOp; table: TableSpec }>): Promise<number[]>
+  apply(ops: readonly CheckedOp[]): Promise<number[]>
+  /**
+   * A backend that stores whole rows as msgpack gives its encoding here. The store actor then
+   * checks the size of these bytes, not of an encoding of its own, and passes them to apply
+   * with the insert or upsert, so the row is encoded once.
+   */
+  encodeRow?(row: Row): Uint8Array
   fetchOne(table: TableSpec, where: Where): Promise<Row | undefined>
   fetchPage(query: PageQuery): Promise<Row[]>
   close(): Promise<void>

@@ -1,14 +1,16 @@
 import { mkdirSync } from 'node:fs'
-import { open, type Key as LmdbKey } from 'lmdb'
+import { asBinary, open, type Key as LmdbKey } from 'lmdb'
 import { ActorError } from '../../../src/index.js'
-import type { TableSpec, Where, WriteOp } from '../protocol.js'
-import { compareRows, type PageQuery, type Row, type SortKey, type TableBackend } from './backend.js'
+import type { TableSpec, Where } from '../protocol.js'
+import { compareRows, type CheckedOp, type PageQuery, type Row, type SortKey, type TableBackend } from './backend.js'
 
 /** Column values are LMDB key parts (ordered-binary also takes null, which lmdb-js's type omits). */
 type Key = LmdbKey[]
 const SPEC = 'm' // ['m', table] -> spec
 const ROW = 'r' // ['r', table, ...primary key] -> row
 const INDEX = 'x' // ['x', table, index number, ...indexed values, ...primary key] -> true
+/** An index entry's value, msgpack true, encoded once. */
+const PRESENT = asBinary(Uint8Array.of(0xc3))
 
 /**
  * sql_lmdb: tables on LMDB with no SQL engine. Rows, index entries and specs share one ordered
@@ -21,15 +23,18 @@ const INDEX = 'x' // ['x', table, index number, ...indexed values, ...primary ke
 export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
   mkdirSync(path, { recursive: true })
   const db = open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false })
+  // lmdb-js's own msgpack encoder, which its typings leave off the database.
+  const encoder = (db as unknown as { encoder: { encode(value: unknown): Uint8Array } }).encoder
 
   const pkOf = (table: TableSpec, row: Row): Key => table.primaryKey.map(column => row[column] as LmdbKey)
   const rowKey = (table: TableSpec, row: Row): Key => [ROW, table.name, ...pkOf(table, row)]
   const indexKeys = (table: TableSpec, row: Row): Key[] =>
     (table.indexes ?? []).map((columns, i) => [INDEX, table.name, i, ...columns.map(column => (row[column] ?? null) as LmdbKey), ...pkOf(table, row)])
 
-  const putRow = (table: TableSpec, row: Row): void => {
-    void db.put(rowKey(table, row), row)
-    for (const key of indexKeys(table, row)) void db.put(key, true)
+  /** `encoded`: the row as encodeRow made it, when the caller has it. */
+  const putRow = (table: TableSpec, row: Row, encoded?: Uint8Array): void => {
+    void db.put(rowKey(table, row), encoded === undefined ? row : asBinary(encoded))
+    for (const key of indexKeys(table, row)) void db.put(key, PRESENT)
   }
   const removeRow = (table: TableSpec, row: Row): void => {
     void db.remove(rowKey(table, row))
@@ -71,19 +76,20 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
     }
   }
 
-  const applyOne = (op: WriteOp, table: TableSpec): number => {
+  const applyOne = ({ op, table, encoded }: CheckedOp): number => {
     switch (op.type) {
       case 'insert': {
         if (db.doesExist(rowKey(table, op.row))) {
           throw new ActorError('conflict', `table '${table.name}': a row with primary key ${JSON.stringify(pkOf(table, op.row))} already exists`)
         }
-        putRow(table, op.row)
+        putRow(table, op.row, encoded)
         return 1
       }
       case 'upsert': {
-        const old = db.get(rowKey(table, op.row)) as Row | undefined
+        const key = rowKey(table, op.row)
+        const old = db.doesExist(key) ? (db.get(key) as Row) : undefined
         if (old !== undefined) removeRow(table, old)
-        putRow(table, op.row)
+        putRow(table, op.row, encoded)
         return 1
       }
       case 'update': {
@@ -122,13 +128,15 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
           if ((key as Key)[0] !== INDEX || (key as Key)[1] !== spec.name) break
           void db.remove(key as Key)
         }
-        for (const row of matching(spec, {})) for (const key of indexKeys(spec, row)) void db.put(key, true)
+        for (const row of matching(spec, {})) for (const key of indexKeys(spec, row)) void db.put(key, PRESENT)
         }),
       )
     },
     // lmdb-js's async transaction() shares one commit with other writes and keeps what a failing
     // callback wrote before it threw; a child transaction inside it is what rolls back.
-    apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(({ op, table }) => applyOne(op, table)))),
+    apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(applyOne))),
+    // A copy: lmdb-js reuses its encoder's buffer for the writes it encodes itself.
+    encodeRow: row => encoder.encode(row).slice(),
     fetchOne: async (table, where) => matching(table, where).next().value ?? undefined,
     fetchPage: async ({ table, where, order, after, limit }: PageQuery) => {
       const range = orderedRange(table, where, order)
