@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http'
 import { createRequire } from 'node:module'
@@ -11,7 +12,6 @@ import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
 import { startStack } from '../src/supervisor/stack.js'
 import { fixture, startBenchSystem } from './context.js'
-import { fakeOpenAI } from './fixtures/upstreams.js'
 import { measure, type BenchResult, type Subject } from './harness.js'
 
 const run = promisify(execFile)
@@ -49,6 +49,33 @@ async function sequentialP50(url: string, body: string, count: number): Promise<
   return (JSON.parse(stdout) as { p50: number }).p50
 }
 
+/**
+ * The upstream runs in a process of its own, as a model server does. In the benchmark's own
+ * thread it cost the bare proxy nothing to reach (no thread to wake), while troupe's provider,
+ * on a worker, woke the main thread to reach it and was woken by its answer: two thread wakes
+ * that no deployment has, charged to troupe alone.
+ */
+async function startUpstream(): Promise<{ url: string; close(): Promise<void> }> {
+  const child = spawn(process.execPath, [fileURLToPath(fixture('upstream-process'))], { stdio: ['pipe', 'pipe', 'inherit'] })
+  let seen = ''
+  const url = await new Promise<string>((resolve, reject) => {
+    child.on('error', reject)
+    child.on('exit', code => reject(new Error(`the upstream process exited (${code}) before it was listening`)))
+    child.stdout.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('utf8')
+      if (seen.includes('\n')) resolve(seen.slice(0, seen.indexOf('\n')))
+    })
+  })
+  return {
+    url,
+    close: async () => {
+      const exited = once(child, 'exit')
+      child.stdin.end()
+      await exited
+    },
+  }
+}
+
 function listen(server: Server): Promise<string> {
   return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)))
 }
@@ -82,7 +109,7 @@ function bareProxy(upstream: string): Server {
 /** GET /v1/models and non-streaming chat through the whole stack, against bare node:http doing the same. */
 export async function httpThroughput(rounds: number): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'troupe-bench-http-'))
-  const upstream = await fakeOpenAI()
+  const upstream = await startUpstream()
   const models = Array.from({ length: MODELS }, (_, i) => `    - { model_id: model-${i}, provider_id: up, provider_model_id: gpt-test }`).join('\n')
   const yaml = `
 providers:
