@@ -135,8 +135,9 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
     // lmdb-js's async transaction() shares one commit with other writes and keeps what a failing
     // callback wrote before it threw; a child transaction inside it is what rolls back.
     apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(applyOne))),
-    // A copy: lmdb-js reuses its encoder's buffer for the writes it encodes itself.
-    encodeRow: row => encoder.encode(row).slice(),
+    // A copy (Buffer.from; a Buffer's slice is a view): the encoder hands back a view of its own
+    // buffer, which lmdb-js encodes its writes into and may reset to reuse.
+    encodeRow: row => Buffer.from(encoder.encode(row)),
     fetchOne: async (table, where) => matching(table, where).next().value ?? undefined,
     fetchPage: async ({ table, where, order, after, limit }: PageQuery) => {
       const range = orderedRange(table, where, order)
