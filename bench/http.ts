@@ -18,7 +18,9 @@ const run = promisify(execFile)
 const autocannonBin = createRequire(import.meta.url).resolve('autocannon/autocannon.js')
 
 const MODELS = 20
-const DURATION_S = 3
+/** Each load runs SLICES times for SLICE_S seconds, taking turns with the load it is compared to. */
+const SLICE_S = 1
+const SLICES = 3
 const CONNECTIONS = 32
 const SEQUENTIAL = 2000
 
@@ -29,18 +31,37 @@ const subjects: Subject[] = [
 ]
 
 interface Load {
-  readonly rps: number
+  readonly requests: number
+  readonly seconds: number
 }
 
 /** Load from autocannon in its own process on 127.0.0.1, bounded by duration. */
-async function load(url: string, connections: number, body?: string): Promise<Load> {
-  const args = [autocannonBin, '--json', '-c', String(connections), '-d', String(DURATION_S)]
+async function load(url: string, body?: string): Promise<Load> {
+  const args = [autocannonBin, '--json', '-c', String(CONNECTIONS), '-d', String(SLICE_S)]
   if (body !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/json', '-b', body)
   args.push(url)
   const { stdout } = await run(process.execPath, args, { maxBuffer: 16 * 1024 * 1024 })
-  const result = JSON.parse(stdout) as { requests: { average: number }; non2xx: number; errors: number; timeouts: number }
+  const result = JSON.parse(stdout) as { requests: { total: number }; duration: number; non2xx: number; errors: number; timeouts: number }
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts under load`)
-  return { rps: result.requests.average }
+  return { requests: result.requests.total, seconds: result.duration }
+}
+
+/**
+ * Requests a second of the baseline and of troupe, loaded in turn SLICES times each: a stall of
+ * the shared machine then falls on both alike, where in one long load each it fell on
+ * whichever was running.
+ */
+async function loadInTurn(bare: { url: string; body?: string }, troupe: { url: string; body?: string }): Promise<{ bare: number; troupe: number }> {
+  const total = { bare: { requests: 0, seconds: 0 }, troupe: { requests: 0, seconds: 0 } }
+  for (let i = 0; i < SLICES; i++) {
+    for (const side of ['bare', 'troupe'] as const) {
+      const { url, body } = side === 'bare' ? bare : troupe
+      const slice = await load(url, body)
+      total[side].requests += slice.requests
+      total[side].seconds += slice.seconds
+    }
+  }
+  return { bare: total.bare.requests / total.bare.seconds, troupe: total.troupe.requests / total.troupe.seconds }
 }
 
 /** p50 latency of `count` sequential requests from a client in its own process, at µs resolution. */
@@ -141,16 +162,14 @@ ${models}
   try {
     // One warm-up round: troupe has more code for the JIT to settle than the bare servers.
     return await measure(subjects, rounds, 1, async () => {
-      const bareModels = await load(bareListUrl, CONNECTIONS)
-      const troupeModels = await load(`${stack.url}/v1/models`, CONNECTIONS)
-      const bareChatLoad = await load(proxyUrl, CONNECTIONS, bareChat)
-      const troupeChat = await load(`${stack.url}/v1/chat/completions`, CONNECTIONS, chat)
+      const models = await loadInTurn({ url: bareListUrl }, { url: `${stack.url}/v1/models` })
+      const chats = await loadInTurn({ url: proxyUrl, body: bareChat }, { url: `${stack.url}/v1/chat/completions`, body: chat })
       // autocannon reports whole milliseconds: the overhead needs a finer clock.
       const bareOne = await sequentialP50(proxyUrl, bareChat, SEQUENTIAL)
       const troupeOne = await sequentialP50(`${stack.url}/v1/chat/completions`, chat, SEQUENTIAL)
       return [
-        { value: troupeModels.rps, baseline: bareModels.rps },
-        { value: troupeChat.rps, baseline: bareChatLoad.rps },
+        { value: models.troupe, baseline: models.bare },
+        { value: chats.troupe, baseline: chats.bare },
         { value: troupeOne - bareOne, baseline: bareOne },
       ]
     })
