@@ -57,9 +57,9 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   sendEncoded(res, status, JSON.stringify(body))
 }
 
-/** A body already serialised as JSON: a string, or its UTF-8 bytes when they are reused. */
-export function sendEncoded(res: ServerResponse, status: number, json: string | Buffer): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': typeof json === 'string' ? Buffer.byteLength(json) : json.length })
+/** A body already serialised as JSON, with its length in UTF-8 bytes when that is known. */
+export function sendEncoded(res: ServerResponse, status: number, json: string, bytes = Buffer.byteLength(json)): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': bytes })
   res.end(json)
 }
 
