@@ -341,7 +341,7 @@ export class ApiServer {
    * The routing table hands back the same frozen listing until the registry changes, so the
    * JSON made from it is reused until then: most model lists are served without serialising.
    * It is kept as a string, which node:http sends in one write with the headers; a Buffer
-   * body is written beside them, which served 3–9% fewer lists a second.
+   * body is written beside them, which served 3–10% fewer lists a second.
    */
   async #listModels(res: ServerResponse): Promise<typeof HANDLED> {
     const models = await this.#deps.models.ask<readonly Model[]>({ type: 'list' })
