@@ -86,6 +86,8 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
         return 1
       }
       case 'upsert': {
+        // An upsert usually brings a new key (the inference store's): doesExist answers that
+        // without decoding, and only an existing row is read, for its index entries.
         const key = rowKey(table, op.row)
         const old = db.doesExist(key) ? (db.get(key) as Row) : undefined
         if (old !== undefined) removeRow(table, old)
