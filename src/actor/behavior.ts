@@ -21,6 +21,12 @@ export interface BehaviorContext<M = unknown> {
    * this message (`{ cancellation: ctx.cancellation }`) when nothing needs an AbortSignal.
    */
   readonly cancellation: Cancellation
+  /**
+   * Cancelled when this actor begins to stop (or crashes), before its in-flight work drains. A
+   * stream with no natural end (a watch, a subscription) ends on it, so that it does not hold
+   * the drain up for the whole shutdown timeout.
+   */
+  readonly stopping: Cancellation
   /** A pino child logger bound to this actor's name. */
   readonly log: Logger
   /**

@@ -55,3 +55,30 @@ export function cancellationOf(signal: AbortSignal): Cancellation {
     },
   }
 }
+
+/** A Cancellation its owner cancels: one list of callbacks, each run once. */
+export class CancelSource implements Cancellation {
+  #callbacks: Array<(() => void) | undefined> | undefined = []
+
+  get cancelled(): boolean {
+    return this.#callbacks === undefined
+  }
+
+  onCancel(fn: () => void): () => void {
+    const callbacks = this.#callbacks
+    if (callbacks === undefined) {
+      fn()
+      return () => undefined
+    }
+    const at = callbacks.push(fn) - 1
+    return () => {
+      callbacks[at] = undefined
+    }
+  }
+
+  cancel(): void {
+    const callbacks = this.#callbacks
+    this.#callbacks = undefined
+    for (const fn of callbacks ?? []) fn?.()
+  }
+}

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
-import { cancellationOf } from './cancel.js'
+import { CancelSource, cancellationOf } from './cancel.js'
 import { Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { flushOverdue } from './link.js'
@@ -72,6 +72,7 @@ export class ActorCell {
   private readonly mailbox: Mailbox
   private readonly maxConcurrent: number
   private readonly controller = new AbortController()
+  private readonly stopRequested = new CancelSource()
   private readonly context: BehaviorContext
   private readonly invocations = new Map<number, Invocation>()
   private state: unknown
@@ -100,6 +101,7 @@ export class ActorCell {
       log: options.log,
       signal: this.controller.signal,
       cancellation: cancellationOf(this.controller.signal),
+      stopping: this.stopRequested,
       stop: () => {
         if (this.status !== 'running' && this.status !== 'starting') return
         this.stoppedItself = true
@@ -194,6 +196,7 @@ export class ActorCell {
     if (this.status === 'starting') await this.initialised // the stop hook needs the state init builds
     if (this.status !== 'running') return
     this.status = 'stopping'
+    this.stopRequested.cancel()
     this.failQueued({ code: 'stopped', message: `${this.label} stopped before handling the message` }, 'stopped')
     if (this.active > 0) {
       let timer: NodeJS.Timeout | undefined
@@ -390,6 +393,7 @@ export class ActorCell {
     // Before anyone hears of the crash: a caller that retries on `crashed` must find the actor
     // marked restarting, not be routed to where it used to run.
     this.host.unavailable(this)
+    this.stopRequested.cancel()
     this.controller.abort()
     if (culprit !== undefined) this.host.fail(culprit.from, culprit.correlation, { code: 'crashed', message: describeThrown(error) })
     const failure: ActorErrorData = { code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` }

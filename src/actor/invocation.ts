@@ -73,6 +73,9 @@ export class InvocationContext<M> implements BehaviorContext<M> {
   get cancellation(): Cancellation {
     return this.invocation
   }
+  get stopping(): Cancellation {
+    return this.base.stopping
+  }
   stop(): void {
     this.base.stop()
   }

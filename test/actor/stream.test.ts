@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { ActorRef } from '../../src/index.js'
-import { probe, streamer, type StreamerMessage } from '../fixtures/behaviors.js'
+import { probe, streamer, subscription, type StreamerMessage } from '../fixtures/behaviors.js'
 import { eventually } from '../fixtures/eventually.js'
 import { startSystem } from '../fixtures/system.js'
 
@@ -101,4 +101,16 @@ t.test('a stream whose producer thread dies fails with crashed', async t => {
     }
   })()
   await t.rejects(consuming, { code: 'crashed' })
+})
+
+t.test('a stream that ends on ctx.stopping lets its actor stop without waiting out the drain', async t => {
+  const system = await startSystem(t)
+  for (const placement of ['main', 'pool'] as const) {
+    // Were the open stream in-flight work, the stop would wait the whole ten minutes for it.
+    const ref = await system.spawn(subscription, { placement, shutdownMs: 600_000 })
+    const chunks = ref.stream<string>({ type: 'subscribe' })[Symbol.asyncIterator]()
+    t.same(await chunks.next(), { value: 'subscribed', done: false }, placement)
+    await system.stop(ref)
+    t.same(await chunks.next(), { value: undefined, done: true }, `${placement}: the stream ended as the actor stopped`)
+  }
 })
