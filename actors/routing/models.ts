@@ -3,6 +3,7 @@ import { ActorError, defineBehavior, type ActorRef, type BehaviorContext } from 
 import type { InferenceMessage, ProviderHealth } from '../providers/inference/protocol.js'
 import { KvClient } from '../stores/kv-client.js'
 import type { KvMessage } from '../stores/protocol.js'
+import { nextSequence } from '../stores/sequence.js'
 
 /**
  * The models routing table: which provider serves each model id. Registered models live in the
@@ -30,6 +31,13 @@ export interface Model {
   readonly metadata: Record<string, unknown>
 }
 
+/** The registry at one moment. */
+export interface ModelListing {
+  /** Grows with every change, across restarts too: of two listings, the higher version is newer. */
+  readonly version: number
+  readonly models: readonly Model[]
+}
+
 export interface ProviderEntry {
   readonly providerId: string
   readonly providerType: string
@@ -50,7 +58,10 @@ export const modelsProtocol = z.discriminatedUnion('type', [
   z.object({ type: z.literal('register'), model: modelInput }),
   z.object({ type: z.literal('unregister'), model_id: z.string() }),
   z.object({ type: z.literal('get'), model_id: z.string() }),
+  /** The registry: a ModelListing. */
   z.object({ type: z.literal('list') }),
+  /** Streams a ModelListing now and after each change; a consumer that lags gets the latest only. Ends when the table stops. */
+  z.object({ type: z.literal('watch') }),
   /** Inference, routed by `request.model`; `chat` also streams. */
   z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }) }),
   z.object({ type: z.literal('completion'), request }),
@@ -69,11 +80,11 @@ export interface ModelsArgs {
 
 interface State {
   readonly models: Map<string, Model>
-  /**
-   * The registry as a frozen list, rebuilt only after a change: a caller on this thread gets the
-   * same array until the registry changes, so it may cache what it derives from it by identity.
-   */
-  listing: readonly Model[] | undefined
+  version: number
+  /** The registry as a frozen listing, rebuilt only after a change. */
+  listing: ModelListing | undefined
+  /** Watch streams waiting for the next change. */
+  readonly watchers: Set<() => void>
   readonly providers: ReadonlyMap<string, ProviderEntry>
   readonly kv: KvClient | undefined
 }
@@ -96,7 +107,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
         else ctx.log.warn({ model: value.identifier, provider: value.provider_id }, 'a registered model names a provider that is no longer configured; not served')
       }
     }
-    const state: State = { models, listing: undefined, providers, kv }
+    const state: State = { models, version: nextSequence(0), listing: undefined, watchers: new Set(), providers, kv }
     for (const model of args.models) await register(state, model)
     return state
   },
@@ -109,7 +120,9 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
       case 'get':
         return state.models.get(msg.model_id) ?? null
       case 'list':
-        return (state.listing ??= Object.freeze([...state.models.values()]))
+        return listingOf(state)
+      case 'watch':
+        throw new ActorError('bad_message', 'watch is a stream: call stream(), not ask()')
       case 'chat':
       case 'completion':
       case 'embeddings':
@@ -126,7 +139,8 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
     }
   },
   async *stream(state, msg: ModelsMessage, ctx) {
-    if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat only, not ${msg.type}`)
+    if (msg.type === 'watch') return yield* watch(state, ctx)
+    if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat and watch only, not ${msg.type}`)
     const { provider, model, request } = route(state, msg.request, 'llm')
     for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { cancellation: ctx.cancellation })) {
       chunk.model = model
@@ -149,7 +163,7 @@ async function register(state: State, input: ModelInput): Promise<Model> {
   // Durable first: a registration is acknowledged only once the registry has it.
   await state.kv?.set(MODEL_PREFIX + model.identifier, model)
   state.models.set(model.identifier, model)
-  state.listing = undefined
+  changed(state)
   return model
 }
 
@@ -157,8 +171,45 @@ async function unregister(state: State, modelId: string): Promise<boolean> {
   if (!state.models.has(modelId)) return false
   await state.kv?.delete(MODEL_PREFIX + modelId)
   state.models.delete(modelId)
-  state.listing = undefined
+  changed(state)
   return true
+}
+
+function listingOf(state: State): ModelListing {
+  return (state.listing ??= Object.freeze({ version: state.version, models: Object.freeze([...state.models.values()]) }))
+}
+
+function changed(state: State): void {
+  state.version = nextSequence(state.version)
+  state.listing = undefined
+  for (const wake of state.watchers) wake()
+}
+
+/**
+ * The listing now, then again after every change, until the watcher cancels or the table
+ * stops. While the consumer has no credit the generator waits at its yield, and changes made
+ * meanwhile fold into the one listing it sends next.
+ */
+async function* watch(state: State, ctx: BehaviorContext<ModelsMessage>): AsyncGenerator<ModelListing> {
+  let sent: ModelListing | undefined
+  while (!ctx.cancellation.cancelled && !ctx.stopping.cancelled) {
+    const current = listingOf(state)
+    if (current !== sent) yield (sent = current)
+    else await nextChange(state, ctx)
+  }
+}
+
+function nextChange(state: State, ctx: BehaviorContext<ModelsMessage>): Promise<void> {
+  return new Promise(resolve => {
+    const unsubscribe: Array<() => void> = []
+    const wake = (): void => {
+      state.watchers.delete(wake)
+      for (const off of unsubscribe) off()
+      resolve()
+    }
+    state.watchers.add(wake)
+    unsubscribe.push(ctx.cancellation.onCancel(wake), ctx.stopping.onCancel(wake))
+  })
 }
 
 /** The provider that serves `request.model`, and the request as that provider names the model. */

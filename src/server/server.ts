@@ -9,6 +9,7 @@ import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import type { Model, ModelsMessage, ProviderStatus } from '../../actors/routing/models.js'
 import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
+import { ModelList, openAiModel } from './model-list.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { Router, type Routable, type RouteMatch } from './router.js'
 import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
@@ -99,12 +100,12 @@ export class ApiServer {
   readonly #router: Router<Route>
   readonly #deps: ApiDeps
   readonly #maxBody: number
-  /** The last model list served, as JSON with its length in bytes, and the registry listing it was made from. */
-  #modelList: { readonly models: readonly Model[]; readonly body: string; readonly bytes: number } | undefined
+  readonly #modelList: ModelList
 
   constructor(deps: ApiDeps) {
     this.#deps = deps
     this.#maxBody = deps.maxBodyBytes
+    this.#modelList = new ModelList(deps.models, deps.log)
     this.routes = this.#routes()
     this.#router = new Router(this.routes)
     const serve = (req: IncomingMessage, res: ServerResponse): void => void this.#serve(req, res)
@@ -128,6 +129,7 @@ export class ApiServer {
 
   /** Stops accepting connections, closes idle ones, and waits for requests in flight. */
   close(): Promise<void> {
+    this.#modelList.close()
     return new Promise(resolve => {
       this.server.close(() => resolve())
       this.server.closeIdleConnections()
@@ -200,7 +202,11 @@ export class ApiServer {
         method: 'POST',
         path: '/v1/models',
         api: 'models',
-        handle: async request => openAiModel(await models.ask<Model>({ type: 'register', model: await this.#body(registerModelBody, request) })),
+        handle: async request => {
+          const model = await models.ask<Model>({ type: 'register', model: await this.#body(registerModelBody, request) })
+          await this.#modelList.refresh()
+          return openAiModel(model)
+        },
       },
       {
         method: 'DELETE',
@@ -209,6 +215,7 @@ export class ApiServer {
         handle: async ({ params }) => {
           const id = params['model_id']!
           if (!(await models.ask<boolean>({ type: 'unregister', model_id: id }))) throw new HttpError(404, 'model_not_found', `model '${id}' is not registered`)
+          await this.#modelList.refresh()
           return { id, object: 'model', deleted: true }
         },
       },
@@ -338,18 +345,12 @@ export class ApiServer {
   }
 
   /**
-   * The routing table hands back the same frozen listing until the registry changes, so the
-   * JSON made from it is reused until then: most model lists are served without serialising.
-   * It is kept as a string, which node:http sends in one write with the headers; a Buffer
+   * The list is kept as a string, which node:http sends in one write with the headers; a Buffer
    * body is written beside them, which served 3–10% fewer lists a second.
    */
   async #listModels(res: ServerResponse): Promise<typeof HANDLED> {
-    const models = await this.#deps.models.ask<readonly Model[]>({ type: 'list' })
-    if (this.#modelList?.models !== models) {
-      const body = JSON.stringify({ object: 'list', data: models.map(openAiModel) })
-      this.#modelList = { models, body, bytes: Buffer.byteLength(body) }
-    }
-    sendEncoded(res, 200, this.#modelList.body, this.#modelList.bytes)
+    const { body, bytes } = await this.#modelList.current()
+    sendEncoded(res, 200, body, bytes)
     return HANDLED
   }
 
@@ -361,19 +362,6 @@ export class ApiServer {
     const status = down.length > 0 ? 'down' : unreachable.length > 0 ? 'degraded' : 'ok'
     sendJson(res, status === 'down' ? 503 : 200, { status, actors_down: down, unreachable_providers: unreachable })
     return HANDLED
-  }
-}
-
-function openAiModel(model: Model): Record<string, unknown> {
-  return {
-    id: model.identifier,
-    object: 'model',
-    created: 0,
-    owned_by: model.provider_id,
-    provider_id: model.provider_id,
-    provider_model_id: model.provider_model_id,
-    model_type: model.model_type,
-    metadata: model.metadata,
   }
 }
 
