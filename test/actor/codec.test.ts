@@ -38,3 +38,23 @@ t.test('an unencodable envelope is set aside; the rest of the batch still goes',
   t.equal(decoded.length, 2 * FIELDS_PER_ENVELOPE)
   t.same([decoded[5], decoded[11]], ['ok', 'also ok'])
 })
+
+t.test('batches of every size round-trip, packed as maps when small and as records when large', async t => {
+  const codec = new EnvelopeCodec(factory)
+  const reply = (i: number) => ({ id: `c-${i}`, choices: [{ index: 0, message: { role: 'assistant', content: `n${i}` } }], usage: null })
+  for (const count of [1, 2, 15, 16, 17, 128]) {
+    const fields: unknown[] = []
+    for (let i = 0; i < count; i++) fields.push(Kind.reply, 3, 1, i, 0, i % 2 ? reply(i) : { type: 'add', n: i, nested: { deep: [i, 'x'] } })
+    const { bytes, rejected } = codec.encode(fields)
+    t.same(rejected, [])
+    t.same(codec.decode(bytes!), fields, `${count} envelopes`)
+  }
+  // Bad envelopes are set aside on both paths.
+  for (const count of [3, 40]) {
+    const fields: unknown[] = []
+    for (let i = 0; i < count; i++) fields.push(Kind.tell, 1, 1, 0, 0, i === 1 ? { bad: Symbol('x') } : { n: i })
+    const { bytes, rejected } = codec.encode(fields)
+    t.same(rejected.map(r => r.index), [1], `${count} envelopes, one bad`)
+    t.equal(codec.decode(bytes!).length, (count - 1) * FIELDS_PER_ENVELOPE)
+  }
+})
