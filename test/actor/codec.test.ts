@@ -58,3 +58,14 @@ t.test('batches of every size round-trip, packed as maps when small and as recor
     t.equal(codec.decode(bytes!).length, (count - 1) * FIELDS_PER_ENVELOPE)
   }
 })
+
+t.test('a small batch whose payload carries a long list packs records', async t => {
+  const codec = new EnvelopeCodec(factory)
+  const rows = Array.from({ length: 40 }, (_, i) => ({ id: `row-${i}`, recorded: i, model: 'm', completion: { choices: [{ index: 0 }] } }))
+  for (const payload of [{ type: 'transaction', ops: rows }, rows]) {
+    const fields = [Kind.ask, 2, 1, 1, 0, payload]
+    const { bytes } = codec.encode(fields)
+    t.same(codec.decode(bytes!), fields)
+    t.ok(bytes!.byteLength < 40 * 40, `each row's keys are written once: ${bytes!.byteLength} bytes for 40 rows`)
+  }
+})
