@@ -12,7 +12,7 @@ import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
 import { startStack } from '../src/supervisor/stack.js'
 import { fixture, startBenchSystem } from './context.js'
-import { measure, type BenchResult, type Subject } from './harness.js'
+import { measure, median, type BenchResult, type Subject } from './harness.js'
 
 const run = promisify(execFile)
 const autocannonBin = createRequire(import.meta.url).resolve('autocannon/autocannon.js')
@@ -22,7 +22,8 @@ const MODELS = 20
 const SLICE_S = 1
 const SLICES = 3
 const CONNECTIONS = 32
-const SEQUENTIAL = 2000
+/** Requests one at a time, per slice: SLICES of them, taking turns like the loads. */
+const SEQUENTIAL = 700
 
 const subjects: Subject[] = [
   { name: 'http_models_rps', unit: 'req/s', baseline: 'bare node:http returning a list of the same size', better: 'higher', target: 'ratio >= 0.8' },
@@ -64,10 +65,23 @@ async function loadInTurn(bare: { url: string; body?: string }, troupe: { url: s
   return { bare: total.bare.requests / total.bare.seconds, troupe: total.troupe.requests / total.troupe.seconds }
 }
 
-/** p50 latency of `count` sequential requests from a client in its own process, at µs resolution. */
-async function sequentialP50(url: string, body: string, count: number): Promise<number> {
+/** Latencies in ms of `count` sequential requests from a client in its own process, at µs resolution. */
+async function sequential(url: string, body: string, count: number): Promise<number[]> {
   const { stdout } = await run(process.execPath, [fileURLToPath(fixture('sequential-client')), url, body, String(count)])
-  return (JSON.parse(stdout) as { p50: number }).p50
+  return (JSON.parse(stdout) as { latencies: number[] }).latencies
+}
+
+/**
+ * p50 latency of one request at a time through the bare proxy and through troupe, measured in
+ * turn SLICES times each and pooled, for the reason loadInTurn gives.
+ */
+async function p50InTurn(bare: { url: string; body: string }, troupe: { url: string; body: string }): Promise<{ bare: number; troupe: number }> {
+  const all = { bare: [] as number[], troupe: [] as number[] }
+  for (let i = 0; i < SLICES; i++) {
+    all.bare.push(...(await sequential(bare.url, bare.body, SEQUENTIAL)))
+    all.troupe.push(...(await sequential(troupe.url, troupe.body, SEQUENTIAL)))
+  }
+  return { bare: median(all.bare), troupe: median(all.troupe) }
 }
 
 /**
@@ -165,12 +179,11 @@ ${models}
       const models = await loadInTurn({ url: bareListUrl }, { url: `${stack.url}/v1/models` })
       const chats = await loadInTurn({ url: proxyUrl, body: bareChat }, { url: `${stack.url}/v1/chat/completions`, body: chat })
       // autocannon reports whole milliseconds: the overhead needs a finer clock.
-      const bareOne = await sequentialP50(proxyUrl, bareChat, SEQUENTIAL)
-      const troupeOne = await sequentialP50(`${stack.url}/v1/chat/completions`, chat, SEQUENTIAL)
+      const one = await p50InTurn({ url: proxyUrl, body: bareChat }, { url: `${stack.url}/v1/chat/completions`, body: chat })
       return [
         { value: models.troupe, baseline: models.bare },
         { value: chats.troupe, baseline: chats.bare },
-        { value: troupeOne - bareOne, baseline: bareOne },
+        { value: one.troupe - one.bare, baseline: one.bare },
       ]
     })
   } finally {
