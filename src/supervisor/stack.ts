@@ -196,21 +196,18 @@ async function mustLookup<M>(system: ActorSystem, name: string): Promise<ActorRe
 }
 
 
-let version: string | undefined
+/** troupe's version from its package.json: two folders up from src/supervisor (tests), three from dist/src/supervisor. */
 function packageVersion(): string {
-  if (version === undefined) {
-    // src/supervisor → the package root, from both src/ (tests) and dist/src/ (built).
-    for (const candidate of ['../../package.json', '../../../package.json']) {
-      try {
-        const pkg = JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { name?: string; version?: string }
-        if (pkg.name === 'troupe') {
-          version = pkg.version ?? '0.0.0'
-          break
-        }
-      } catch {
-        // not at this depth
-      }
+  for (const candidate of ['../../package.json', '../../../package.json']) {
+    let text: string
+    try {
+      text = readFileSync(new URL(candidate, import.meta.url), 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw error
     }
+    const pkg = JSON.parse(text) as { name?: string; version?: string }
+    if (pkg.name === 'troupe') return pkg.version ?? '0.0.0'
   }
-  return version ?? '0.0.0'
+  return '0.0.0'
 }
