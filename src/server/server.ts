@@ -3,15 +3,17 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
-import { actorNodes, type ActorRef, type ActorSystem, type Cancellation } from '../actor/index.js'
+import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import type { Model, ModelsMessage, ProviderStatus } from '../../actors/routing/models.js'
 import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
+import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, openAiModel } from './model-list.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { Router, type Routable, type RouteMatch } from './router.js'
+import { ServedRequest } from './served-request.js'
 import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
 export interface ApiDeps {
@@ -34,48 +36,6 @@ export interface TlsFiles {
   readonly cert: Buffer
   readonly key: Buffer
   readonly ca?: Buffer
-}
-
-/**
- * One request as handlers see it. It is the Cancellation of the asks made for it: they are
- * cancelled when the client goes away before the response is complete. The query is parsed on
- * first use.
- */
-class ServedRequest implements Cancellation {
-  params: Record<string, string> = {}
-  readonly pathname: string
-  readonly #search: string
-
-  constructor(
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
-  ) {
-    const url = req.url ?? '/'
-    const mark = url.indexOf('?')
-    this.pathname = mark === -1 ? url : url.slice(0, mark)
-    this.#search = mark === -1 ? '' : url.slice(mark + 1)
-  }
-
-  get query(): URLSearchParams {
-    return new URLSearchParams(this.#search)
-  }
-
-  /** Whether the client went away before the response was complete. */
-  get cancelled(): boolean {
-    return !this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed)
-  }
-
-  onCancel(fn: () => void): () => void {
-    if (this.cancelled) {
-      fn()
-      return () => undefined
-    }
-    const closed = (): void => {
-      if (!this.res.writableFinished) fn()
-    }
-    this.res.once('close', closed)
-    return () => this.res.off('close', closed)
-  }
 }
 
 type Request = ServedRequest
@@ -323,7 +283,7 @@ export class ApiServer {
     // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
     const first = await iterator.next()
     const sse = new SseWriter(request.res)
-    const assembled = new Assembler()
+    const assembled = new CompletionAssembler()
     try {
       for (let step = first; !step.done; step = await iterator.next()) {
         assembled.add(step.value)
@@ -368,30 +328,4 @@ export class ApiServer {
 /** Only the keys whose value is defined (exactOptionalPropertyTypes). */
 function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
-}
-
-/** Builds the chat completion a stream amounts to, for the inference store. */
-class Assembler {
-  #first: ChatCompletionChunk | undefined
-  #choices = new Map<number, { content: string; role: string; finish_reason: string | null }>()
-  #usage: ChatCompletion['usage']
-
-  add(chunk: ChatCompletionChunk): void {
-    this.#first ??= chunk
-    if (chunk.usage) this.#usage = chunk.usage
-    for (const choice of chunk.choices ?? []) {
-      const into = this.#choices.get(choice.index) ?? { content: '', role: 'assistant', finish_reason: null }
-      if (typeof choice.delta?.content === 'string') into.content += choice.delta.content
-      if (choice.delta?.role !== undefined) into.role = choice.delta.role
-      if (choice.finish_reason !== null && choice.finish_reason !== undefined) into.finish_reason = choice.finish_reason
-      this.#choices.set(choice.index, into)
-    }
-  }
-
-  completion(): ChatCompletion | undefined {
-    const first = this.#first
-    if (first === undefined) return undefined
-    const choices = [...this.#choices].sort(([a], [b]) => a - b).map(([index, c]) => ({ index, message: { role: c.role, content: c.content }, finish_reason: c.finish_reason }))
-    return { id: first.id, object: 'chat.completion', created: first.created, model: first.model, choices, ...(this.#usage ? { usage: this.#usage } : {}) }
-  }
 }
