@@ -83,7 +83,7 @@ interface State {
   version: number
   /** The registry as a frozen listing, rebuilt only after a change. */
   listing: ModelListing | undefined
-  /** Watch streams waiting for the next change. */
+  /** Watch streams waiting for the next change: each is woken once, then taken off. */
   readonly watchers: Set<() => void>
   readonly providers: ReadonlyMap<string, ProviderEntry>
   readonly kv: KvClient | undefined
@@ -183,6 +183,7 @@ function changed(state: State): void {
   state.version = nextSequence(state.version)
   state.listing = undefined
   for (const wake of state.watchers) wake()
+  state.watchers.clear()
 }
 
 /**
@@ -191,25 +192,20 @@ function changed(state: State): void {
  * meanwhile fold into the one listing it sends next.
  */
 async function* watch(state: State, ctx: BehaviorContext<ModelsMessage>): AsyncGenerator<ModelListing> {
-  let sent: ModelListing | undefined
-  while (!ctx.cancellation.cancelled && !ctx.stopping.cancelled) {
-    const current = listingOf(state)
-    if (current !== sent) yield (sent = current)
-    else await nextChange(state, ctx)
-  }
-}
-
-function nextChange(state: State, ctx: BehaviorContext<ModelsMessage>): Promise<void> {
-  return new Promise(resolve => {
-    const unsubscribe: Array<() => void> = []
-    const wake = (): void => {
-      state.watchers.delete(wake)
-      for (const off of unsubscribe) off()
-      resolve()
+  let wake: (() => void) | undefined
+  const end = (): void => wake?.()
+  const unsubscribe = [ctx.cancellation.onCancel(end), ctx.stopping.onCancel(end)]
+  try {
+    let sent: ModelListing | undefined
+    while (!ctx.cancellation.cancelled && !ctx.stopping.cancelled) {
+      const current = listingOf(state)
+      if (current !== sent) yield (sent = current)
+      else await new Promise<void>(resolve => state.watchers.add((wake = resolve)))
     }
-    state.watchers.add(wake)
-    unsubscribe.push(ctx.cancellation.onCancel(wake), ctx.stopping.onCancel(wake))
-  })
+  } finally {
+    for (const off of unsubscribe) off()
+    if (wake !== undefined) state.watchers.delete(wake)
+  }
 }
 
 /** The provider that serves `request.model`, and the request as that provider names the model. */
