@@ -54,6 +54,8 @@ function carriesLongList(fields: readonly unknown[]): boolean {
       if (payload.length >= RECORDS_FROM) return true
       continue
     }
+    // Plain objects only: a for-in over a typed array walks every byte.
+    if ((payload as object).constructor !== Object) continue
     for (const key in payload) {
       const value = (payload as Record<string, unknown>)[key]
       if (Array.isArray(value) && value.length >= RECORDS_FROM) return true
