@@ -162,6 +162,11 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     return consumer
   }
 
+  prewake(ref: ActorRef): void {
+    const location = this.directory.locate(ref.slot, ref.generation)
+    if (location >= 0 && location !== this.threadId) this.links.get(location)?.prewake()
+  }
+
   /** An ask to another thread's kernel (or this one's). */
   askKernel<R>(thread: number, op: KernelOp, timeoutMs = this.askTimeoutMs): Promise<R> {
     const correlation = this.nextCorrelation()

@@ -16,6 +16,16 @@ const MAX_ENVELOPES_PER_BATCH = 128
  */
 const SPIN_MS = 0.05
 /**
+ * How long a reader woken by a prewake waits, spinning, for the batch it was woken ahead of.
+ * The HTTP thread prewakes the thread of the provider when a request arrives and sends the ask
+ * once it has read and validated the body: 150–300 µs later on these machines. A sequential
+ * chat completion came back 0.13–0.23 ms sooner (p50 1.21–1.30 ms against 1.44–1.47 ms, the two
+ * taking turns in one process): the wake-up overlaps the body, and the worker that waits awake
+ * runs its part faster than one that slept. Bounded, because the ask may never come (the body
+ * was invalid), and it blocks only a reader that was parked, so had nothing else to do.
+ */
+const PREWAKE_SPIN_MS = 0.4
+/**
  * Spinning pays only while answers come back within it. A spin that catches one adds a point,
  * one that does not takes a point off; at zero the link stops spinning but for one probe every
  * SPIN_PROBE_EVERY flushes, which lets it learn when answers turn fast again. Under a load of
@@ -138,6 +148,11 @@ export class Link {
     }
   }
 
+  /** Wakes the peer now if it is parked, because a batch for it follows shortly (see PREWAKE_SPIN_MS). */
+  prewake(): void {
+    if (this.open) this.outbound?.prewake()
+  }
+
   sendControl(message: LinkControl, transfer: readonly (MessagePort | ArrayBuffer)[] = []): void {
     this.flush()
     if (this.open) this.port.postMessage(message, transfer as (MessagePort | ArrayBuffer)[])
@@ -258,7 +273,10 @@ export class Link {
     this.parked = true
     void woken.then(() => {
       this.parked = false
-      this.inbound!.unpark()
+      const ring = this.inbound!
+      ring.unpark()
+      // Woken ahead of a record: wait for it awake rather than park and pay the wake-up again.
+      if (ring.takePrewake() && this.open) ring.spinUntilNotEmpty(PREWAKE_SPIN_MS)
       this.kick()
     })
   }
@@ -290,16 +308,10 @@ export class Link {
 
   /** Spins up to SPIN_MS for inbound traffic; whether it came. */
   private spinForInbound(): boolean {
-    const ring = this.inbound!
-    const until = performance.now() + SPIN_MS
-    for (let i = 1; ; i++) {
-      if (!ring.isEmpty()) {
-        // The answer we spun for goes straight in; anything behind it follows step by step.
-        this.readOne()
-        this.kick()
-        return true
-      }
-      if ((i & 63) === 0 && performance.now() > until) return false
-    }
+    if (!this.inbound!.spinUntilNotEmpty(SPIN_MS)) return false
+    // The answer we spun for goes straight in; anything behind it follows step by step.
+    this.readOne()
+    this.kick()
+    return true
   }
 }

@@ -33,6 +33,7 @@ export interface MessageRouter {
   tell(ref: ActorRef, msg: unknown): void
   ask<R>(ref: ActorRef, msg: unknown, options: AskOptions | undefined): Promise<R>
   stream<C>(ref: ActorRef, msg: unknown, options: StreamOptions | undefined): AsyncIterable<C>
+  prewake(ref: ActorRef): void
 }
 
 /**
@@ -64,6 +65,16 @@ export class ActorRef<M = unknown> {
   /** A streamed reply with credit-based backpressure; breaking out of the loop cancels the producer. */
   stream<C = unknown>(msg: M, options?: StreamOptions): AsyncIterable<C> {
     return this.#router.stream<C>(this, msg, options)
+  }
+
+  /**
+   * A hint that a message to this actor follows shortly (the HTTP thread gives it when a request
+   * arrives, before it has read the body): if the actor's thread is asleep it is woken now, and
+   * waits awake for a moment, so the message does not also pay the wake-up. Does nothing for an
+   * actor on this thread, or one whose thread is awake; never fails.
+   */
+  prewake(): void {
+    this.#router.prewake(this)
   }
 
   equals(other: ActorRef<unknown>): boolean {

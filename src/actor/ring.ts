@@ -17,6 +17,8 @@ const READ = 1
 const PARKED = 2
 /** The word the receiver waits on; the sender bumps it to wake the receiver. */
 const WAKE = 3
+/** 1 when the sender woke a parked receiver ahead of a record it is about to write (prewake). */
+const PREWOKEN = 4
 const HEADER_BYTES = 64 // its own cache line, away from the data
 
 const WRAP = 0xffff_ffff
@@ -132,6 +134,33 @@ export class SharedRing {
 
   unpark(): void {
     Atomics.store(this.header, PARKED, 0)
+  }
+
+  /**
+   * The sender's hint that a record follows shortly: a parked receiver is woken now, so the
+   * record does not also pay its wake-up. True when it woke one; a receiver that is not parked
+   * is left alone, which keeps the hint to one atomic read under load.
+   */
+  prewake(): boolean {
+    if (Atomics.load(this.header, PARKED) !== 1) return false
+    Atomics.store(this.header, PREWOKEN, 1)
+    Atomics.add(this.header, WAKE, 1)
+    Atomics.notify(this.header, WAKE)
+    return true
+  }
+
+  /** On the receiver, after a park resolved: whether a prewake rather than a record woke it. Clears the flag. */
+  takePrewake(): boolean {
+    return Atomics.exchange(this.header, PREWOKEN, 0) === 1
+  }
+
+  /** Spins until a record lands or `ms` pass; whether one landed. Blocks the calling thread. */
+  spinUntilNotEmpty(ms: number): boolean {
+    const until = performance.now() + ms
+    for (let i = 1; ; i++) {
+      if (!this.isEmpty()) return true
+      if ((i & 63) === 0 && performance.now() > until) return false
+    }
   }
 
   /** Wakes a parked receiver whatever the ring holds: used to let it see that the link closed. */

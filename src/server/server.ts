@@ -29,6 +29,11 @@ export interface ApiDeps {
   readonly maxBodyBytes: number
   /** Serve HTTPS with these; a CA also requires and checks client certificates. */
   readonly tls?: TlsFiles | undefined
+  /**
+   * Called when an inference request arrives, before its body is read: prewakes the threads of
+   * the providers that may serve it (ActorRef.prewake), so their wake-up overlaps the body.
+   */
+  readonly prewakeInference?: (() => void) | undefined
 }
 
 /** PEM contents for HTTPS. */
@@ -44,6 +49,8 @@ interface Route extends Routable {
   readonly method: 'GET' | 'POST' | 'DELETE'
   readonly api: string
   readonly handle: (request: Request) => Promise<unknown>
+  /** The request goes on to an inference provider: prewake its thread on arrival. */
+  readonly inference?: true
 }
 
 /** What a handler returns when it has written the response itself (streams). */
@@ -113,6 +120,7 @@ export class ApiServer {
       }
       if (found === undefined) throw new HttpError(404, 'not_found', `no route for ${method} ${pathname}`)
       if (found.route === undefined) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname}; use ${found.allowed.join(' or ')}`)
+      if (found.route.inference === true) this.#deps.prewakeInference?.()
       request.params = found.params
       const result = await found.route.handle(request)
       if (result !== HANDLED) sendJson(res, 200, result)
@@ -179,17 +187,19 @@ export class ApiServer {
           return { id, object: 'model', deleted: true }
         },
       },
-      { method: 'POST', path: '/v1/chat/completions', api: 'inference', handle: request => this.#chat(request) },
+      { method: 'POST', path: '/v1/chat/completions', api: 'inference', inference: true, handle: request => this.#chat(request) },
       {
         method: 'POST',
         path: '/v1/completions',
         api: 'inference',
+        inference: true,
         handle: async request => models.ask({ type: 'completion', request: await this.#body(completionBody, request) }, { ...ask, cancellation: request }),
       },
       {
         method: 'POST',
         path: '/v1/embeddings',
         api: 'inference',
+        inference: true,
         handle: async request => models.ask({ type: 'embeddings', request: await this.#body(embeddingsBody, request) }, { ...ask, cancellation: request }),
       },
       {

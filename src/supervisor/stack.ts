@@ -175,6 +175,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     cors: config.server.cors,
     maxBodyBytes: config.server.max_body_bytes,
     tls,
+    prewakeInference: prewakeAll(entries.filter(entry => entry.api === 'inference').map(entry => entry.ref)),
   })
   const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
   log.info({ url }, `listening on ${url}`)
@@ -186,6 +187,14 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
       await server.close()
       await system.shutdown()
     },
+  }
+}
+
+/** Prewakes the threads of these actors; undefined when there are none. */
+function prewakeAll(refs: readonly ActorRef[]): (() => void) | undefined {
+  if (refs.length === 0) return undefined
+  return () => {
+    for (const ref of refs) ref.prewake()
   }
 }
 

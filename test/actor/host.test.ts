@@ -52,3 +52,21 @@ t.test('a slow answer goes out at once, not held back until the asks queued behi
   const arrivals = await Promise.all([1, 2, 3].map(() => ref.ask({ type: 'busy', ms: 60 }).then(() => performance.now() - start)))
   t.ok(arrivals[0]! < arrivals[2]! - 60, `the first answer arrived ${Math.round(arrivals[2]! - arrivals[0]!)} ms before the last`)
 })
+
+t.test('a prewake wakes a sleeping worker ahead of the message, and is harmless when none follows', async t => {
+  const system = await startSystem(t)
+  const onPool = await system.spawn(counter, { placement: 'pool' })
+  const onMain = await system.spawn(counter, { placement: 'main' })
+  await new Promise(resolve => setTimeout(resolve, 30)) // the worker has parked
+  onPool.prewake()
+  t.equal(await onPool.ask({ type: 'add', n: 1 }), 1, 'the message that follows is handled')
+  onPool.prewake()
+  await new Promise(resolve => setTimeout(resolve, 30)) // no message came: it waited, then parked again
+  t.equal(await onPool.ask({ type: 'add', n: 1 }), 2, 'and one sent long after is handled too')
+  for (let i = 0; i < 5; i++) onPool.prewake()
+  t.equal(await onPool.ask({ type: 'add', n: 1 }), 3, 'repeated prewakes change nothing')
+  onMain.prewake()
+  t.equal(await onMain.ask({ type: 'add', n: 1 }), 1, 'an actor on this thread: nothing to wake')
+  await system.stop(onPool)
+  t.doesNotThrow(() => onPool.prewake(), 'a stopped actor: nothing to wake, and no error')
+})

@@ -54,6 +54,28 @@ t.test('park resolves when a writer writes, and not before', async t => {
   ring.unpark()
 })
 
+t.test('a prewake wakes a parked reader, which learns once that no record woke it', async t => {
+  const ring = SharedRing.create(128)
+  t.equal(ring.prewake(), false, 'a reader that is not parked is left alone')
+  const parked = ring.park()
+  t.ok(parked)
+  t.equal(ring.prewake(), true)
+  await parked
+  ring.unpark()
+  t.equal(ring.takePrewake(), true)
+  t.equal(ring.takePrewake(), false, 'the flag clears when read')
+  t.ok(ring.isEmpty(), 'a prewake writes nothing')
+  ring.tryWrite(bytes(4, 1))
+  t.equal(ring.takePrewake(), false, 'a record is not a prewake')
+})
+
+t.test('spinUntilNotEmpty returns at once when a record waits, and gives up after its time', async t => {
+  const ring = SharedRing.create(128)
+  t.equal(ring.spinUntilNotEmpty(0.2), false)
+  ring.tryWrite(bytes(4, 1))
+  t.equal(ring.spinUntilNotEmpty(1000), true)
+})
+
 t.test('capacity must be a power of two', async t => {
   t.throws(() => SharedRing.create(100), RangeError)
 })
