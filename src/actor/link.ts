@@ -21,8 +21,9 @@ const SPIN_MS = 0.05
  * once it has read and validated the body: 150–300 µs later on these machines. Sequential chat
  * completions came back 0.2–0.34 ms sooner at p50 (1.55 ms against 1.89, 1.40 against 1.59
  * without the inference store; with and without taking turns in one process): the wake-up
- * overlaps the body, and a worker that waits awake runs its part faster than one that slept. Bounded, because the ask may never come (the body
- * was invalid), and it blocks only a reader that was parked, so had nothing else to do.
+ * overlaps the body, and a worker that waits awake runs its part faster than one that slept.
+ * Bounded, because the ask may never come (the body was invalid), and it blocks only a reader
+ * that was parked, so had nothing else to do.
  */
 const PREWAKE_SPIN_MS = 0.4
 /**
