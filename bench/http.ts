@@ -11,7 +11,7 @@ import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
-import { startStack } from '../src/supervisor/stack.js'
+import { startStack, type RunningStack } from '../src/supervisor/stack.js'
 import { fixture, startBenchSystem } from './context.js'
 import { measure, median, type BenchResult, type Subject } from './harness.js'
 
@@ -29,6 +29,12 @@ const SEQUENTIAL = 700
 const subjects: Subject[] = [
   { name: 'http_models_rps', unit: 'req/s', baseline: 'bare node:http returning a list of the same size', better: 'higher', target: 'ratio >= 0.8' },
   { name: 'http_chat_rps', unit: 'req/s', baseline: 'bare node:http proxy to the same upstream', better: 'higher', target: 'ratio >= 0.6' },
+  {
+    name: 'http_chat_rps_unrecorded',
+    unit: 'req/s',
+    baseline: 'bare node:http proxy to the same upstream (value: troupe with no inference store)',
+    better: 'higher',
+  },
   { name: 'http_chat_overhead_p50_ms', unit: 'ms', baseline: 'bare proxy p50, one request at a time (value: troupe p50 minus it)', better: 'lower', target: 'value <= 0.5 ms' },
   {
     name: 'http_chat_hop_floor_p50_ms',
@@ -55,21 +61,20 @@ async function load(url: string, body?: string): Promise<Load> {
 }
 
 /**
- * Requests a second of the baseline and of troupe, loaded in turn SLICES times each: a stall of
- * the shared machine then falls on both alike, where in one long load each it fell on
- * whichever was running.
+ * Requests a second of each server, loaded in turn SLICES times: a stall of the shared machine
+ * then falls on all alike, where in one long load each it fell on whichever was running.
  */
-async function loadInTurn(bare: { url: string; body?: string }, troupe: { url: string; body?: string }): Promise<{ bare: number; troupe: number }> {
-  const total = { bare: { requests: 0, seconds: 0 }, troupe: { requests: 0, seconds: 0 } }
+async function loadInTurn<K extends string>(servers: Record<K, { url: string; body?: string }>): Promise<Record<K, number>> {
+  const sides = Object.keys(servers) as K[]
+  const total = new Map<K, Load>(sides.map(side => [side, { requests: 0, seconds: 0 }]))
   for (let i = 0; i < SLICES; i++) {
-    for (const side of ['bare', 'troupe'] as const) {
-      const { url, body } = side === 'bare' ? bare : troupe
-      const slice = await load(url, body)
-      total[side].requests += slice.requests
-      total[side].seconds += slice.seconds
+    for (const side of sides) {
+      const slice = await load(servers[side].url, servers[side].body)
+      const sum = total.get(side)!
+      total.set(side, { requests: sum.requests + slice.requests, seconds: sum.seconds + slice.seconds })
     }
   }
-  return { bare: total.bare.requests / total.bare.seconds, troupe: total.troupe.requests / total.troupe.seconds }
+  return Object.fromEntries(sides.map(side => [side, total.get(side)!.requests / total.get(side)!.seconds])) as Record<K, number>
 }
 
 /** Latencies in ms of `count` sequential requests from a client in its own process, at µs resolution. */
@@ -181,22 +186,26 @@ export async function httpThroughput(rounds: number): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'troupe-bench-http-'))
   const upstream = await startUpstream()
   const models = Array.from({ length: MODELS }, (_, i) => `    - { model_id: model-${i}, provider_id: up, provider_model_id: gpt-test }`).join('\n')
-  const yaml = `
+  /** The stack under test; `record: false` leaves out the inference store, to show what recording costs. */
+  const yaml = (record: boolean, under: string): string => `
 providers:
   inference: [{ provider_id: up, provider_type: remote::openai, config: { base_url: ${upstream.url} } }]
 storage:
   backends:
-    kv: { type: kv_lmdb, path: ${dir}/kv }
-    sql: { type: sql_lmdb, path: ${dir}/sql }
+    kv: { type: kv_lmdb, path: ${under}/kv }
+    sql: { type: sql_lmdb, path: ${under}/sql }
   stores:
     metadata: { backend: kv, namespace: registry }
-    inference: { backend: sql, table_name: inference_store }
+${record ? '    inference: { backend: sql, table_name: inference_store }' : ''}
 registered_resources:
   models:
 ${models}
 `
-  const system = await startBenchSystem(1)
-  const stack = await startStack(system, parseConfig(yaml, {}, 'bench.yaml'), pino({ level: 'warn' }), { port: 0, host: '127.0.0.1' })
+  // Each stack in a system of its own (a stack's actor names are unique in one); stop() shuts it down.
+  const start = async (record: boolean, under: string): Promise<RunningStack> =>
+    startStack(await startBenchSystem(1), parseConfig(yaml(record, under), {}, 'bench.yaml'), pino({ level: 'warn' }), { port: 0, host: '127.0.0.1' })
+  const stack = await start(true, join(dir, 'recorded'))
+  const unrecorded = await start(false, join(dir, 'unrecorded'))
   // The bare list server answers with the same bytes troupe's /v1/models does.
   const listBody = await (await fetch(`${stack.url}/v1/models`)).text()
   const bareList = createServer((_req, res) => {
@@ -213,19 +222,25 @@ ${models}
   try {
     // One warm-up round: troupe has more code for the JIT to settle than the bare servers.
     return await measure(subjects, rounds, 1, async () => {
-      const models = await loadInTurn({ url: bareListUrl }, { url: `${stack.url}/v1/models` })
-      const chats = await loadInTurn({ url: proxyUrl, body: bareChat }, { url: `${stack.url}/v1/chat/completions`, body: chat })
+      const models = await loadInTurn({ bare: { url: bareListUrl }, troupe: { url: `${stack.url}/v1/models` } })
+      const chats = await loadInTurn({
+        bare: { url: proxyUrl, body: bareChat },
+        troupe: { url: `${stack.url}/v1/chat/completions`, body: chat },
+        unrecorded: { url: `${unrecorded.url}/v1/chat/completions`, body: chat },
+      })
       // autocannon reports whole milliseconds: the overhead needs a finer clock.
       const one = await p50InTurn({ bare: { url: proxyUrl, body: bareChat }, hop: { url: hopUrl, body: bareChat }, troupe: { url: `${stack.url}/v1/chat/completions`, body: chat } })
       return [
         { value: models.troupe, baseline: models.bare },
         { value: chats.troupe, baseline: chats.bare },
+        { value: chats.unrecorded, baseline: chats.bare },
         { value: one.troupe - one.bare, baseline: one.bare },
         { value: one.hop - one.bare, baseline: one.bare },
       ]
     })
   } finally {
     await stack.stop()
+    await unrecorded.stop()
     await new Promise(resolve => bareList.close(resolve))
     await new Promise(resolve => proxy.close(resolve))
     await new Promise(resolve => hop.server.close(resolve))
