@@ -141,7 +141,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type === 'watch') return yield* watch(state, ctx)
     if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat and watch only, not ${msg.type}`)
-    const { provider, model, request } = route(state, msg.request, 'llm')
+    const { provider, model, request } = routeModel(state.models, state.providers, msg.request, 'llm')
     for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { cancellation: ctx.cancellation })) {
       chunk.model = model
       yield chunk
@@ -208,24 +208,36 @@ async function* watch(state: State, ctx: BehaviorContext<ModelsMessage>): AsyncG
   }
 }
 
-/** The provider that serves `request.model`, and the request as that provider names the model. */
-function route(state: State, request: { model: string }, needs: 'llm' | 'embedding'): { provider: ProviderEntry; model: string; request: Record<string, unknown> } {
+/** Where a request goes: its provider, the id it was asked for, and the request as that provider names the model. */
+export interface Route {
+  readonly provider: ProviderEntry
+  readonly model: string
+  readonly request: Record<string, unknown>
+}
+
+/**
+ * The provider that serves `request.model` in this registry. Pure, so that a caller holding a
+ * listing the table published (the HTTP server's watched copy) routes exactly as the table does.
+ */
+export function routeModel(models: ReadonlyMap<string, Model>, providers: ReadonlyMap<string, ProviderEntry>, request: { model: string }, needs: 'llm' | 'embedding'): Route {
   const id = request.model
-  const registered = state.models.get(id)
+  const registered = models.get(id)
   if (registered !== undefined) {
+    const provider = providers.get(registered.provider_id)
+    if (provider === undefined) throw new ActorError('model_not_found', `model '${id}' names provider '${registered.provider_id}', which is not configured`)
     if (registered.model_type !== needs) throw new ActorError('invalid_request', `model '${id}' is an ${registered.model_type} model; this endpoint needs an ${needs} model`)
-    return { provider: state.providers.get(registered.provider_id)!, model: id, request: { ...request, model: registered.provider_model_id } }
+    return { provider, model: id, request: { ...request, model: registered.provider_model_id } }
   }
   const slash = id.indexOf('/')
-  const provider = slash > 0 ? state.providers.get(id.slice(0, slash)) : undefined
+  const provider = slash > 0 ? providers.get(id.slice(0, slash)) : undefined
   if (provider === undefined || slash === id.length - 1) {
-    throw new ActorError('model_not_found', `model '${id}' is not registered, and does not name a provider as provider_id/model (providers: ${[...state.providers.keys()].join(', ') || 'none'})`)
+    throw new ActorError('model_not_found', `model '${id}' is not registered, and does not name a provider as provider_id/model (providers: ${[...providers.keys()].join(', ') || 'none'})`)
   }
   return { provider, model: id, request: { ...request, model: id.slice(slash + 1) } }
 }
 
 async function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
-  const { provider, model, request } = route(state, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm')
+  const { provider, model, request } = routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm')
   const reply = await provider.ref.ask<{ model?: string }>({ type: msg.type, request } as InferenceMessage, { ...INFERENCE, cancellation: ctx.cancellation })
   reply.model = model
   return reply

@@ -7,13 +7,17 @@ export interface ServedModelList {
   readonly version: number
   readonly body: string
   readonly bytes: number
+  /** The same listing by model id, for routing. */
+  readonly byId: ReadonlyMap<string, Model>
 }
 
 /**
  * The model list as GET /v1/models serves it, kept current by watching the models routing table
  * (a stream of its listing: now, then after each change), so a list is served without an ask and
  * without serialising. While no watch is live (before the first request, after the table
- * stopped or crashed) a request asks instead, and starts the watch again.
+ * stopped or crashed) a request asks instead, and starts the watch again. The same listing
+ * routes inference (`registry`), so that a request goes to its provider without a hop through
+ * the table.
  *
  * Listings carry a version that grows across restarts, and only a newer one replaces the list
  * kept: an ask and a watch update that cross never put an older list back. A write through this
@@ -39,6 +43,16 @@ export class ModelList {
     return this.#live ? this.#served! : this.refresh()
   }
 
+  /**
+   * The registry by model id while the watch is live, else undefined (and the watch is started):
+   * the caller then routes through the table, which always has the current registry.
+   */
+  registry(): ReadonlyMap<string, Model> | undefined {
+    if (this.#live) return this.#served!.byId
+    this.#watch()
+    return undefined
+  }
+
   /** Asks the routing table for its listing; after a write it includes that write. */
   async refresh(): Promise<ServedModelList> {
     const listing = await this.#models.ask<ModelListing>({ type: 'list' })
@@ -55,7 +69,8 @@ export class ModelList {
     const served = this.#served
     if (served !== undefined && served.version >= listing.version) return served
     const body = JSON.stringify({ object: 'list', data: listing.models.map(openAiModel) })
-    return (this.#served = { version: listing.version, body, bytes: Buffer.byteLength(body) })
+    const byId = new Map(listing.models.map(model => [model.identifier, model]))
+    return (this.#served = { version: listing.version, body, bytes: Buffer.byteLength(body), byId })
   }
 
   #watch(): void {

@@ -7,8 +7,8 @@ import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
-import type { Model, ModelsMessage, ProviderStatus } from '../../actors/routing/models.js'
-import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
+import { routeModel, type Model, type ModelsMessage, type ProviderEntry, type ProviderStatus, type Route as ModelRoute } from '../../actors/routing/models.js'
+import type { ChatCompletion, ChatCompletionChunk, InferenceMessage } from '../../actors/providers/inference/protocol.js'
 import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, openAiModel } from './model-list.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
@@ -19,6 +19,12 @@ import { chatCompletionBody, completionBody, embeddingsBody, listQuery, register
 export interface ApiDeps {
   readonly system: ActorSystem
   readonly models: ActorRef<ModelsMessage>
+  /**
+   * The providers the models routing table routes to, by provider_id. With them, inference is
+   * routed from the registry listing this server watches and asked of the provider directly;
+   * without them it always goes through the table.
+   */
+  readonly providers?: ReadonlyMap<string, ProviderEntry> | undefined
   /** Absent when the config has no `storage.stores.inference`: completions are not recorded. */
   readonly inferenceStore?: ActorRef<InferenceStoreMessage> | undefined
   readonly conversations?: ActorRef<ConversationsMessage> | undefined
@@ -57,9 +63,12 @@ interface Route extends Routable {
 const HANDLED = Symbol('handled')
 
 /**
- * The OpenAI-compatible HTTP API. It never calls a provider: inference goes to the models
- * routing table, which routes to the provider actor. Bodies are validated with zod; every error
- * is `{ "error": { code, message, param, type } }` with its status.
+ * The OpenAI-compatible HTTP API. Inference is routed by the models routing table's registry:
+ * while the server's watch of that registry is live (ModelList), it routes a request from the
+ * listing with the table's own function and asks the provider directly, which spares every
+ * request (and every streamed chunk) a hop through the table; otherwise it asks the table to
+ * route. Bodies are validated with zod; every error is `{ "error": { code, message, param, type } }`
+ * with its status.
  */
 export class ApiServer {
   readonly server: Server
@@ -148,7 +157,6 @@ export class ApiServer {
 
   #routes(): Route[] {
     const { models } = this.#deps
-    const ask = { timeoutMs: Infinity } as const
     return [
       { method: 'GET', path: '/v1/health', api: 'inspect', handle: ({ res }) => this.#health(res) },
       { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#deps.imageName }) },
@@ -193,14 +201,20 @@ export class ApiServer {
         path: '/v1/completions',
         api: 'inference',
         inference: true,
-        handle: async request => models.ask({ type: 'completion', request: await this.#body(completionBody, request) }, { ...ask, cancellation: request }),
+        handle: async request => {
+          const body = await this.#body(completionBody, request)
+          return this.#infer('completion', body, this.#route(body, 'llm'), request)
+        },
       },
       {
         method: 'POST',
         path: '/v1/embeddings',
         api: 'inference',
         inference: true,
-        handle: async request => models.ask({ type: 'embeddings', request: await this.#body(embeddingsBody, request) }, { ...ask, cancellation: request }),
+        handle: async request => {
+          const body = await this.#body(embeddingsBody, request)
+          return this.#infer('embeddings', body, this.#route(body, 'embedding'), request)
+        },
       },
       {
         method: 'GET',
@@ -280,15 +294,34 @@ export class ApiServer {
     return store
   }
 
+  /** The route from the watched registry; undefined while no watch is live, and the table routes. */
+  #route(body: { model: string }, needs: 'llm' | 'embedding'): ModelRoute | undefined {
+    const providers = this.#deps.providers
+    const registry = providers === undefined ? undefined : this.#modelList.registry()
+    return registry === undefined ? undefined : routeModel(registry, providers!, body, needs)
+  }
+
+  /** An inference ask along `route`, or through the models routing table when there is none. */
+  async #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, route: ModelRoute | undefined, request: Request): Promise<R> {
+    const options = { timeoutMs: Infinity, cancellation: request }
+    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body } as ModelsMessage, options)
+    const reply = await route.provider.ref.ask<R>({ type, request: route.request } as InferenceMessage, options)
+    reply.model = route.model
+    return reply
+  }
+
   async #chat(request: Request): Promise<unknown> {
     const body = await this.#body(chatCompletionBody, request)
-    const { models } = this.#deps
+    const route = this.#route(body, 'llm')
     if (body.stream !== true) {
-      const completion = await models.ask<ChatCompletion>({ type: 'chat', request: body }, { timeoutMs: Infinity, cancellation: request })
+      const completion = await this.#infer<ChatCompletion>('chat', body, route, request)
       await this.#record(completion, body)
       return completion
     }
-    const chunks = models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { cancellation: request })
+    const chunks =
+      route === undefined
+        ? this.#deps.models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { cancellation: request })
+        : route.provider.ref.stream<ChatCompletionChunk>({ type: 'chat', request: route.request } as InferenceMessage, { cancellation: request })
     const iterator = chunks[Symbol.asyncIterator]()
     // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
     const first = await iterator.next()
@@ -296,6 +329,7 @@ export class ApiServer {
     const assembled = new CompletionAssembler()
     try {
       for (let step = first; !step.done; step = await iterator.next()) {
+        if (route !== undefined) step.value.model = route.model
         assembled.add(step.value)
         await sse.send(step.value)
       }

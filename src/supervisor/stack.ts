@@ -167,6 +167,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
   const server = new ApiServer({
     system,
     models,
+    providers: new Map(entries.map(entry => [entry.providerId, entry])),
     inferenceStore: inference === undefined ? undefined : await mustLookup<InferenceStoreMessage>(system, 'inference-store'),
     conversations: conversationsRef === undefined ? undefined : await mustLookup<ConversationsMessage>(system, 'conversations'),
     imageName: config.image_name,

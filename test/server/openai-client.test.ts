@@ -3,8 +3,9 @@ import t from 'tap'
 import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
 
-// The official openai client against troupe, end to end: HTTP → routing table → provider actor
-// on a pool worker → a local upstream speaking the real wire protocol.
+// The official openai client against troupe, end to end: HTTP → (routed by the models routing
+// table's registry) → provider actor on a pool worker → a local upstream speaking the real wire
+// protocol.
 const openai = await fakeOpenAI({ apiKey: 'sk-test' })
 const ollama = await fakeOllama()
 t.teardown(async () => {

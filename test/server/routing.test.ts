@@ -1,0 +1,68 @@
+// Inference is routed from the registry listing the API server watches, straight to the provider
+// actor; only while no watch is live (the first request) does it go through the models routing
+// table. Either way it routes as the table does.
+import t from 'tap'
+import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
+import { actorNodes, type SystemSnapshot } from '../../src/index.js'
+import { eventually } from '../fixtures/eventually.js'
+import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
+
+const openai = await fakeOpenAI({ apiKey: 'sk-test' })
+const ollama = await fakeOllama()
+t.teardown(async () => {
+  await openai.close()
+  await ollama.close()
+})
+const stack = await startTestStack(t, stackYaml(openai, ollama, tempDir(t)))
+
+async function post(path: string, body: unknown): Promise<{ status: number; body: any; text: string }> {
+  const response = await fetch(`${stack.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const text = await response.text()
+  return { status: response.status, body: text.startsWith('{') ? JSON.parse(text) : undefined, text }
+}
+
+const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'hi' }], ...extra })
+
+/** Messages the models routing table has handled so far. */
+async function tableHandled(): Promise<number> {
+  const snapshot = (await (await fetch(`${stack.url}/v1/inspect/actors`)).json()) as SystemSnapshot
+  return actorNodes(snapshot.root).find(actor => actor.id === 'routing:models')!.messagesHandled
+}
+
+t.test('the first request goes through the table, and starts the watch; the rest go straight to the provider', async t => {
+  const before = await tableHandled()
+  t.match(await post('/v1/chat/completions', chat('gpt')), { status: 200, body: { model: 'gpt', choices: [{ message: { content: 'echo: hi' } }] } })
+  t.equal((await tableHandled()) - before, 2, 'the table routed the chat, and opened the watch')
+
+  // The watch delivers its first listing a moment later; from then on the table sees no inference.
+  let settled = await tableHandled()
+  await eventually(async () => {
+    t.equal((await post('/v1/chat/completions', chat('gpt'))).status, 200)
+    const now = await tableHandled()
+    const direct = now === settled
+    settled = now
+    return direct
+  }, 'a chat routed without the table')
+
+  t.match(await post('/v1/chat/completions', chat('llama')), { status: 200, body: { model: 'llama', choices: [{ message: { content: 'echo: hi' } }] } })
+  const streamed = await post('/v1/chat/completions', chat('gpt', { stream: true }))
+  t.equal(streamed.status, 200)
+  const frames = streamed.text.trim().split('\n\n')
+  t.equal(frames.at(-1), 'data: [DONE]')
+  for (const frame of frames.slice(0, -1)) t.equal(JSON.parse(frame.slice('data: '.length)).model, 'gpt', 'each chunk names the model as asked for')
+  t.match(await post('/v1/completions', { model: 'gpt', prompt: 'hi' }), { status: 200, body: { model: 'gpt' } })
+  t.match(await post('/v1/embeddings', { model: 'embedder', input: ['abc'] }), { status: 200, body: { model: 'embedder' } })
+  t.equal(await tableHandled(), settled, 'none of them went through the table')
+})
+
+t.test("routing from the watched listing follows this server's registrations at once, and routes as the table does", async t => {
+  t.equal((await post('/v1/models', { model_id: 'routed-later', provider_id: 'fake-ollama', provider_model_id: 'llama-test:latest' })).status, 200)
+  t.match(await post('/v1/chat/completions', chat('routed-later')), { status: 200, body: { model: 'routed-later', choices: [{ message: { content: 'echo: hi' } }] } })
+  t.equal((await fetch(`${stack.url}/v1/models/routed-later`, { method: 'DELETE' })).status, 200)
+  t.match(await post('/v1/chat/completions', chat('routed-later')), { status: 404, body: { error: { code: 'model_not_found', message: /'routed-later' is not registered/ } } })
+
+  t.match(await post('/v1/chat/completions', chat('fake-openai/gpt-test')), { status: 200, body: { model: 'fake-openai/gpt-test' } })
+  t.match(await post('/v1/chat/completions', chat('nobody/gpt-test')), { status: 404, body: { error: { code: 'model_not_found', message: /providers: fake-openai, fake-ollama/ } } })
+  t.match(await post('/v1/chat/completions', chat('embedder')), { status: 400, body: { error: { code: 'invalid_request', message: /'embedder' is an embedding model/ } } })
+  t.match(await post('/v1/embeddings', { model: 'gpt', input: ['abc'] }), { status: 400, body: { error: { code: 'invalid_request', message: /'gpt' is an llm model/ } } })
+})
