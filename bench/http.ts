@@ -35,6 +35,12 @@ const subjects: Subject[] = [
     baseline: 'bare node:http proxy to the same upstream (value: troupe with no inference store)',
     better: 'higher',
   },
+  {
+    name: 'http_chat_rps_hop_floor',
+    unit: 'req/s',
+    baseline: 'bare node:http proxy to the same upstream (value: the same proxy with its upstream call on a bare worker)',
+    better: 'higher',
+  },
   { name: 'http_chat_overhead_p50_ms', unit: 'ms', baseline: 'bare proxy p50, one request at a time (value: troupe p50 minus it)', better: 'lower', target: 'value <= 0.5 ms' },
   {
     name: 'http_chat_hop_floor_p50_ms',
@@ -227,6 +233,7 @@ ${models}
         bare: { url: proxyUrl, body: bareChat },
         troupe: { url: `${stack.url}/v1/chat/completions`, body: chat },
         unrecorded: { url: `${unrecorded.url}/v1/chat/completions`, body: chat },
+        hop: { url: hopUrl, body: bareChat },
       })
       // autocannon reports whole milliseconds: the overhead needs a finer clock.
       const one = await p50InTurn({ bare: { url: proxyUrl, body: bareChat }, hop: { url: hopUrl, body: bareChat }, troupe: { url: `${stack.url}/v1/chat/completions`, body: chat } })
@@ -234,6 +241,7 @@ ${models}
         { value: models.troupe, baseline: models.bare },
         { value: chats.troupe, baseline: chats.bare },
         { value: chats.unrecorded, baseline: chats.bare },
+        { value: chats.hop, baseline: chats.bare },
         { value: one.troupe - one.bare, baseline: one.bare },
         { value: one.hop - one.bare, baseline: one.bare },
       ]

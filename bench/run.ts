@@ -21,7 +21,7 @@ const benches: Bench[] = [
   { names: ['tell_tput_pool', 'tell_tput_pool_vs_piscina'], run: tellThroughput },
   { names: ['tell_tput_same_thread'], run: sameThread },
   { names: ['kv_put_tput_actor', 'kv_get_tput_actor', 'kv_put_tput_actor_per_ask', 'kv_get_tput_actor_per_ask'], run: kvStoreThroughput },
-  { names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_unrecorded', 'http_chat_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'], run: rounds => httpThroughput(rounds) },
+  { names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_unrecorded', 'http_chat_rps_hop_floor', 'http_chat_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'], run: rounds => httpThroughput(rounds) },
 ]
 
 /** Marks a result line on a child's stdout, which also carries warnings logged there. */
