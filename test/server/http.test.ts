@@ -1,19 +1,14 @@
 import { request as httpRequest } from 'node:http'
 import t, { type Test } from 'tap'
-import { fakeOllama, fakeOpenAI, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
-import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
+import { fakeOpenAI, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
+import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtures/stack.js'
 import { eventually } from '../fixtures/eventually.js'
 import { parseConfig } from '../../src/config/index.js'
 import { startStack } from '../../src/supervisor/stack.js'
 import { quietLogger } from '../fixtures/logger.js'
 import { startSystem } from '../fixtures/system.js'
 
-const openai = await fakeOpenAI({ apiKey: 'sk-test' })
-const ollama = await fakeOllama()
-t.teardown(async () => {
-  await openai.close()
-  await ollama.close()
-})
+const { openai, ollama } = await startFakeUpstreams(t)
 const dataDir = tempDir(t)
 const stack = await startTestStack(t, stackYaml(openai, ollama, dataDir))
 

@@ -1,17 +1,11 @@
 import OpenAI from 'openai'
 import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
-import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
+import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtures/stack.js'
 
 // The official openai client against troupe, end to end: HTTP → (routed by the models routing
 // table's registry) → provider actor on a pool worker → a local upstream speaking the real wire
 // protocol.
-const openai = await fakeOpenAI({ apiKey: 'sk-test' })
-const ollama = await fakeOllama()
-t.teardown(async () => {
-  await openai.close()
-  await ollama.close()
-})
+const { openai, ollama } = await startFakeUpstreams(t)
 const stack = await startTestStack(t, stackYaml(openai, ollama, tempDir(t)))
 const client = new OpenAI({ baseURL: `${stack.url}/v1`, apiKey: 'unused', maxRetries: 0 })
 

@@ -2,17 +2,11 @@
 // actor; only while no watch is live (the first request) does it go through the models routing
 // table. Either way it routes as the table does.
 import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { actorNodes, type SystemSnapshot } from '../../src/index.js'
 import { eventually } from '../fixtures/eventually.js'
-import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
+import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtures/stack.js'
 
-const openai = await fakeOpenAI({ apiKey: 'sk-test' })
-const ollama = await fakeOllama()
-t.teardown(async () => {
-  await openai.close()
-  await ollama.close()
-})
+const { openai, ollama } = await startFakeUpstreams(t)
 const stack = await startTestStack(t, stackYaml(openai, ollama, tempDir(t)))
 
 async function post(path: string, body: unknown): Promise<{ status: number; body: any; text: string }> {

@@ -2,22 +2,16 @@ import { readFileSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { fakeOllama, fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { parseConfig } from '../../src/config/index.js'
 import { checkStack } from '../../src/supervisor/stack.js'
-import { stackYaml, startTestStack, tempDir } from '../fixtures/stack.js'
+import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtures/stack.js'
 
 // A self-signed certificate for localhost and 127.0.0.1, valid until 2126, made for these tests
 // with openssl; the key protects nothing.
 const certfile = fileURLToPath(new URL('../fixtures/tls/cert.pem', import.meta.url))
 const keyfile = fileURLToPath(new URL('../fixtures/tls/key.pem', import.meta.url))
 
-const openai = await fakeOpenAI({ apiKey: 'sk-test' })
-const ollama = await fakeOllama()
-t.teardown(async () => {
-  await openai.close()
-  await ollama.close()
-})
+const { openai, ollama } = await startFakeUpstreams(t)
 
 function get(url: string, ca: Buffer | undefined, client: { cert: Buffer; key: Buffer } | undefined = undefined): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
