@@ -297,8 +297,9 @@ export class ApiServer {
   /** The route from the watched registry; undefined while no watch is live, and the table routes. */
   #route(body: { model: string }, needs: 'llm' | 'embedding'): ModelRoute | undefined {
     const providers = this.#deps.providers
-    const registry = providers === undefined ? undefined : this.#modelList.registry()
-    return registry === undefined ? undefined : routeModel(registry, providers!, body, needs)
+    if (providers === undefined) return undefined
+    const registry = this.#modelList.registry()
+    return registry === undefined ? undefined : routeModel(registry, providers, body, needs)
   }
 
   /** An inference ask along `route`, or through the models routing table when there is none. */
