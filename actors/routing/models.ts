@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ActorError, defineBehavior, type ActorRef, type BehaviorContext } from '../../src/index.js'
+import { ActorError, defineBehavior, type ActorRef, type BehaviorContext, type Cancellation } from '../../src/index.js'
 import type { InferenceMessage, ProviderHealth } from '../providers/inference/protocol.js'
 import { KvClient } from '../stores/kv-client.js'
 import type { KvMessage } from '../stores/protocol.js'
@@ -141,11 +141,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type === 'watch') return yield* watch(state, ctx)
     if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat and watch only, not ${msg.type}`)
-    const { provider, model, request } = routeModel(state.models, state.providers, msg.request, 'llm')
-    for await (const chunk of provider.ref.stream<{ model?: string }>({ type: 'chat', request: request as typeof msg.request }, { cancellation: ctx.cancellation })) {
-      chunk.model = model
-      yield chunk
-    }
+    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm'), ctx.cancellation)
   },
 })
 
@@ -236,9 +232,21 @@ export function routeModel(models: ReadonlyMap<string, Model>, providers: Readon
   return { provider, model: id, request: { ...request, model: id.slice(slash + 1) } }
 }
 
-async function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
-  const { provider, model, request } = routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm')
-  const reply = await provider.ref.ask<{ model?: string }>({ type: msg.type, request } as InferenceMessage, { ...INFERENCE, cancellation: ctx.cancellation })
-  reply.model = model
+function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
+  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm'), msg.type, ctx.cancellation)
+}
+
+/** Asks the route's provider, and names the model in its reply as it was asked for. */
+export async function askRoute<R extends { model?: string }>(route: Route, type: 'chat' | 'completion' | 'embeddings', cancellation: Cancellation): Promise<R> {
+  const reply = await route.provider.ref.ask<R>({ type, request: route.request } as InferenceMessage, { ...INFERENCE, cancellation })
+  reply.model = route.model
   return reply
+}
+
+/** Streams a chat from the route's provider, each chunk naming the model as it was asked for. */
+export async function* streamRoute<C extends { model?: string }>(route: Route, cancellation: Cancellation): AsyncGenerator<C> {
+  for await (const chunk of route.provider.ref.stream<C>({ type: 'chat', request: route.request } as InferenceMessage, { cancellation })) {
+    chunk.model = route.model
+    yield chunk
+  }
 }

@@ -7,8 +7,8 @@ import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
-import { routeModel, type Model, type ModelsMessage, type ProviderEntry, type ProviderStatus, type Route as ModelRoute } from '../../actors/routing/models.js'
-import type { ChatCompletion, ChatCompletionChunk, InferenceMessage } from '../../actors/providers/inference/protocol.js'
+import { askRoute, routeModel, streamRoute, type Model, type ModelsMessage, type ProviderEntry, type ProviderStatus, type Route as ModelRoute } from '../../actors/routing/models.js'
+import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
 import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, openAiModel } from './model-list.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
@@ -303,12 +303,9 @@ export class ApiServer {
   }
 
   /** An inference ask along `route`, or through the models routing table when there is none. */
-  async #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, route: ModelRoute | undefined, request: Request): Promise<R> {
-    const options = { timeoutMs: Infinity, cancellation: request }
-    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body } as ModelsMessage, options)
-    const reply = await route.provider.ref.ask<R>({ type, request: route.request } as InferenceMessage, options)
-    reply.model = route.model
-    return reply
+  #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, route: ModelRoute | undefined, request: Request): Promise<R> {
+    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body } as ModelsMessage, { timeoutMs: Infinity, cancellation: request })
+    return askRoute<R>(route, type, request)
   }
 
   async #chat(request: Request): Promise<unknown> {
@@ -322,7 +319,7 @@ export class ApiServer {
     const chunks =
       route === undefined
         ? this.#deps.models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { cancellation: request })
-        : route.provider.ref.stream<ChatCompletionChunk>({ type: 'chat', request: route.request } as InferenceMessage, { cancellation: request })
+        : streamRoute<ChatCompletionChunk>(route, request)
     const iterator = chunks[Symbol.asyncIterator]()
     // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
     const first = await iterator.next()
@@ -330,7 +327,6 @@ export class ApiServer {
     const assembled = new CompletionAssembler()
     try {
       for (let step = first; !step.done; step = await iterator.next()) {
-        if (route !== undefined) step.value.model = route.model
         assembled.add(step.value)
         await sse.send(step.value)
       }

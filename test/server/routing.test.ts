@@ -60,3 +60,12 @@ t.test("routing from the watched listing follows this server's registrations at 
   t.match(await post('/v1/chat/completions', chat('embedder')), { status: 400, body: { error: { code: 'invalid_request', message: /'embedder' is an embedding model/ } } })
   t.match(await post('/v1/embeddings', { model: 'gpt', input: ['abc'] }), { status: 400, body: { error: { code: 'invalid_request', message: /'gpt' is an llm model/ } } })
 })
+
+t.test('the table routes the same way when asked itself (other actors, or the server before its watch)', async t => {
+  const chunks: Array<{ model: string }> = []
+  for await (const chunk of stack.models.stream<{ model: string }>({ type: 'chat', request: chat('gpt') })) chunks.push(chunk)
+  t.ok(chunks.length > 0, 'the chat streamed')
+  t.ok(chunks.every(chunk => chunk.model === 'gpt'), 'each chunk names the model as asked for')
+  t.match(await stack.models.ask({ type: 'embeddings', request: { model: 'embedder', input: ['abc'] } }), { model: 'embedder' })
+  await t.rejects(stack.models.ask({ type: 'chat', request: chat('embedder') }), { code: 'invalid_request', message: /'embedder' is an embedding model/ })
+})
