@@ -128,6 +128,10 @@ export class Link {
       else this.events.control(this.peer, data as LinkControl)
     })
     port.on('close', () => {
+      // The peer wrote its last batches to the ring before it closed the port, but the close can
+      // be seen before the wake for them: a worker that answers its shutdown and closes at once
+      // had its answer dropped here, and the ask waited out its timeout. Read what is left first.
+      if (this.open && this.inbound !== undefined) while (this.readOne());
       this.open = false
       this.events.linkClosed(this.peer)
     })

@@ -74,3 +74,32 @@ t.test('a closed link wakes its parked reader and stops', async t => {
   t.equal(a.isOpen, false)
   t.equal(b.isOpen, false)
 })
+
+t.test('what the peer wrote to the ring before it closed is delivered, even when the close is seen first', async t => {
+  const { port1, port2 } = new MessageChannel()
+  const ab = new SharedArrayBuffer(64 + 4096)
+  const ba = new SharedArrayBuffer(64 + 4096)
+  const events: unknown[] = []
+  const sink: LinkEvents = {
+    batch: (_peer, fields) => {
+      for (let i = 0; i < fields.length; i += FIELDS_PER_ENVELOPE) events.push(fields[i + 5])
+    },
+    control: () => {},
+    unencodable: () => {},
+    linkClosed: () => events.push('closed'),
+    expectsReply: () => false,
+  }
+  const a = new Link(1, port1, new EnvelopeCodec(factory), { ...sink, batch: () => {}, linkClosed: () => {} }, { inbound: ba, outbound: ab })
+  const b = new Link(0, port2, new EnvelopeCodec(factory), sink, { inbound: ab, outbound: ba })
+  t.teardown(() => b.close())
+  const header = new Int32Array(ab, 0, 16)
+  await until(() => Atomics.load(header, 2) === 1) // b's reader is parked on the ring
+  // The race, made certain: the wake for this write reaches b only after the close does (here
+  // it never does), as when a worker answers its shutdown and closes its port at once.
+  Atomics.store(header, 2, 0)
+  a.send(Kind.reply, 1, 1, 7, 0, 'the last answer')
+  a.flush()
+  a.close()
+  await until(() => events.includes('closed'))
+  t.same(events, ['the last answer', 'closed'])
+})
