@@ -7,7 +7,10 @@ import { ActorRef, type MessageRouter } from '../../src/actor/ref.js'
 
 const factory = { refFor: (slot: number, generation: number, name: string | undefined) => new ActorRef(slot, generation, name, {} as MessageRouter) }
 
-/** Two ends of one link in this thread, with rings of `ringBytes` per direction. */
+/**
+ * Two ends of one link in this thread, with rings of `ringBytes` per direction. `received`: the
+ * payloads b was handed, and 'closed' when b saw the link close.
+ */
 function linkPair(ringBytes: number) {
   const { port1, port2 } = new MessageChannel()
   const ab = new SharedArrayBuffer(64 + ringBytes)
@@ -19,13 +22,13 @@ function linkPair(ringBytes: number) {
     },
     control: () => {},
     unencodable: () => {},
-    linkClosed: () => {},
+    linkClosed: () => received.push('closed'),
     expectsReply: () => false,
   }
-  const quiet: LinkEvents = { ...sink, batch: () => {} }
+  const quiet: LinkEvents = { ...sink, batch: () => {}, linkClosed: () => {} }
   const a = new Link(1, port1, new EnvelopeCodec(factory), quiet, { inbound: ba, outbound: ab } satisfies LinkRings)
   const b = new Link(0, port2, new EnvelopeCodec(factory), sink, { inbound: ab, outbound: ba })
-  return { a, b, received, close: () => (a.close(), b.close()) }
+  return { a, b, received, toB: ab, close: () => (a.close(), b.close()) }
 }
 
 async function until(check: () => boolean): Promise<void> {
@@ -76,23 +79,9 @@ t.test('a closed link wakes its parked reader and stops', async t => {
 })
 
 t.test('what the peer wrote to the ring before it closed is delivered, even when the close is seen first', async t => {
-  const { port1, port2 } = new MessageChannel()
-  const ab = new SharedArrayBuffer(64 + 4096)
-  const ba = new SharedArrayBuffer(64 + 4096)
-  const events: unknown[] = []
-  const sink: LinkEvents = {
-    batch: (_peer, fields) => {
-      for (let i = 0; i < fields.length; i += FIELDS_PER_ENVELOPE) events.push(fields[i + 5])
-    },
-    control: () => {},
-    unencodable: () => {},
-    linkClosed: () => events.push('closed'),
-    expectsReply: () => false,
-  }
-  const a = new Link(1, port1, new EnvelopeCodec(factory), { ...sink, batch: () => {}, linkClosed: () => {} }, { inbound: ba, outbound: ab })
-  const b = new Link(0, port2, new EnvelopeCodec(factory), sink, { inbound: ab, outbound: ba })
-  t.teardown(() => b.close())
-  const header = new Int32Array(ab, 0, 16)
+  const { a, received, toB, close } = linkPair(4096)
+  t.teardown(close)
+  const header = new Int32Array(toB, 0, 16)
   await until(() => Atomics.load(header, 2) === 1) // b's reader is parked on the ring
   // The race, made certain: the wake for this write reaches b only after the close does (here
   // it never does), as when a worker answers its shutdown and closes its port at once.
@@ -100,6 +89,6 @@ t.test('what the peer wrote to the ring before it closed is delivered, even when
   a.send(Kind.reply, 1, 1, 7, 0, 'the last answer')
   a.flush()
   a.close()
-  await until(() => events.includes('closed'))
-  t.same(events, ['the last answer', 'closed'])
+  await until(() => received.includes('closed'))
+  t.same(received, ['the last answer', 'closed'])
 })
