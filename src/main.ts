@@ -3,12 +3,13 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
-import { checkStack, startStack } from './supervisor/stack.js'
+import { checkStackWithWorkflows, startStack } from './supervisor/stack.js'
 
 /**
  * The troupe CLI.
- *   troupe [start] --config stack.yaml   serve the stack: store actors, providers, routing, HTTP
- *   troupe validate --config stack.yaml  print every config error with its path; exit 1 if any
+ *   troupe [start] --config stack.yaml   serve the stack: store actors, providers, routing, workflows, HTTP
+ *   troupe validate --config stack.yaml  print every config error with its path (workflow modules
+ *                                        are imported to check them); exit 1 if any
  * Without --config, start runs a bare actor system (no stack) and prints its tree.
  */
 async function main(argv: string[]): Promise<number> {
@@ -30,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
   if (values.config !== undefined) {
     try {
       loaded = await loadConfigFile(values.config)
-      checkStack(loaded)
+      await checkStackWithWorkflows(loaded)
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
       for (const issue of error.issues) process.stderr.write(`${issue.path}: ${issue.message}\n`)
@@ -107,13 +108,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** Fields that hold secrets, wherever they appear in a logged object (up to three levels down). */
-const SECRET_PATHS = ['api_key', 'password', 'authorization'].flatMap(key => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`])
+const SECRET_PATHS = ['api_key', 'password', 'authorization', 'workflows_context_secret'].flatMap(key => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`])
 
 function summarise({ config, source }: LoadedConfig): string {
   const providers = Object.values(config.providers).reduce((n, list) => n + list.length, 0)
   const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
   const stores = Object.values(config.storage.stores).filter(Boolean).length
-  return `${source}: valid (${count(providers, 'provider')}, ${count(Object.keys(config.storage.backends).length, 'backend')}, ${count(stores, 'store')}, ${count(config.registered_resources.models.length, 'model')})`
+  return `${source}: valid (${count(providers, 'provider')}, ${count(Object.keys(config.storage.backends).length, 'backend')}, ${count(stores, 'store')}, ${count(config.registered_resources.models.length, 'model')}, ${count(config.workflows.length, 'workflow')})`
 }
 
 main(process.argv.slice(2)).then(

@@ -54,7 +54,7 @@ t.test('validate prints a one-line summary for a valid config and exits 0', asyn
   const stack = fileURLToPath(new URL('../stack.yaml', import.meta.url))
   const { code, stdout } = await runCli(['validate', '--config', stack], { OPENAI_API_KEY: '' })
   t.equal(code, 0)
-  t.match(stdout, /stack\.yaml: valid \(1 provider, 2 backends, 3 stores, 0 models\)/)
+  t.match(stdout, /stack\.yaml: valid \(1 provider, 2 backends, 5 stores, 0 models, 1 workflow\)/)
 })
 
 t.test('validate prints every error with its path and exits 1', async t => {
@@ -105,7 +105,7 @@ t.test('npm start serves the default stack even with no upstream reachable, and 
     .split('\n')
     .filter(line => line.includes('"actor started"'))
     .map(line => (JSON.parse(line) as { actor: string }).actor)
-  t.same(started, ['store:kv_default', 'store:sql_default', 'provider:ollama', 'routing:models', 'inference-store', 'conversations'], 'one log line per actor, in start order')
+  t.same(started, ['store:kv_default', 'store:sql_default', 'provider:ollama', 'routing:models', 'inference-store', 'conversations', 'workflow:approve'], 'one log line per actor, in start order')
   t.match(stdout, new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}"`))
 })
 

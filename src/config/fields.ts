@@ -17,6 +17,8 @@ interface Def {
   discriminator?: string
   values?: unknown[]
   entries?: Record<string, unknown>
+  /** A pipe's input (a field parsed by a transform, such as a duration): what the file holds. */
+  in?: z.ZodType
 }
 const defOf = (schema: z.ZodType): Def => (schema as unknown as { _zod: { def: Def } })._zod.def
 
@@ -62,6 +64,8 @@ function typeName(schema: z.ZodType): string {
       return defOf(unwrap(def.valueType!).inner).type === 'unknown' ? 'map' : `map of ${typeName(def.valueType!)}`
     case 'union':
       return def.discriminator !== undefined ? `one of (by ${def.discriminator})` : (def.options ?? []).map(typeName).join(' | ')
+    case 'pipe':
+      return typeName(def.in!)
     default:
       return def.type
   }

@@ -1,4 +1,5 @@
-export { stackConfigSchema, backendSchema, backendFamily, STORE_FAMILIES, type StackConfig, type StackConfigInput, type BackendConfig, type ProviderConfig } from './schema.js'
+export { stackConfigSchema, backendSchema, backendFamily, STORE_FAMILIES, type StackConfig, type StackConfigInput, type BackendConfig, type ProviderConfig, type WorkflowConfig } from './schema.js'
+export { parseDuration } from './duration.js'
 export { loadConfigFile, parseConfig, ConfigError, formatPath, type ConfigIssue, type LoadedConfig } from './load.js'
 export { fieldRegistry, type ReloadClass, type FieldMeta } from './reload.js'
 export { listFields, reloadClassOf, type FieldInfo } from './fields.js'

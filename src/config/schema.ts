@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { durationMs } from './duration.js'
 import { hot, restart } from './reload.js'
 
 /**
@@ -18,6 +19,8 @@ export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
 const port = z.number().int().min(1).max(65535)
 /** The default request body limit: 10 MiB. */
 const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+/** Long enough that a busy event loop does not lose a lease, short enough that a dead owner's runs resume soon. */
+const DEFAULT_LEASE_MS = 15_000
 
 const lmdbPath = (family: string) => restart(z.string().min(1), `Directory of the LMDB environment for this ${family} backend; created if missing.`)
 const mapSize = restart(z.number().int().positive().default(1024), 'Largest size the LMDB environment may grow to, in MiB.')
@@ -90,11 +93,20 @@ const modelSchema = z.object({
   metadata: hot(z.record(z.string(), z.unknown()).default({}), 'Free-form metadata, e.g. embedding_dimension.'),
 })
 
+/** A workflow name: the protocol's, so it appears in URLs (/workflows/{name}/run). */
+const WORKFLOW_NAME = /^[A-Za-z0-9_.-]+$/
+
 const workflowSchema = z.object({
-  workflow_id: restart(z.string().min(1), 'Unique id of the workflow.'),
-  module: restart(z.string().optional(), 'Module that defines an external workflow behaviour.'),
-  config: restart(z.record(z.string(), z.unknown()).default({}), "The workflow's own settings."),
+  name: restart(z.string().regex(WORKFLOW_NAME, 'must be letters, digits, _, . or - (it is part of URLs)'), 'Unique name of the workflow: the name clients run it by (/workflows/{name}/run).'),
+  module: restart(z.string().min(1), "Module that defines it: a path relative to this file's directory, starting ./ or ../ as in an import (./flows/approve.js), or a package specifier (my-flows/approve)."),
+  export: restart(z.string().min(1).default('default'), "The module's export that holds the workflow (made with defineWorkflow)."),
+  max_concurrent_tasks: hot(z.number().int().min(1).default(8), 'Runs executing at once; more wait in the queue.'),
+  queue_size: hot(z.number().int().min(0).default(64), 'Runs admitted to wait for a free slot; beyond it a new run is refused with backpressure (HTTP 429).'),
+  timeout_ms: hot(z.number().int().positive().optional(), 'A run still going this long after it started fails with timeout; unset, runs have no limit.'),
+  resumable: hot(z.boolean().default(true), 'Resume runs interrupted by a crash from their journal; false fails them with interrupted instead.'),
+  retention: hot(durationMs().optional(), "How long a finished run's history is kept: ms, or a duration such as '90s', '15m', '24h', '7d'; unset, it is kept."),
 })
+export type WorkflowConfig = z.infer<typeof workflowSchema>
 
 export const stackConfigSchema = z
   .object({
@@ -112,8 +124,8 @@ export const stackConfigSchema = z
                 metadata: restart(kvStoreRef.optional(), 'The distribution registry (registered resources).'),
                 inference: restart(inferenceStoreRef.optional(), 'Recorded chat completions.'),
                 conversations: restart(sqlStoreRef.optional(), 'Conversations and their items.'),
-                runs: restart(sqlStoreRef.optional(), 'Workflow runs and their events.'),
-                sessions: restart(kvStoreRef.optional(), 'Workflow sessions.'),
+                runs: restart(sqlStoreRef.optional(), 'Workflow runs, their events and step journals; needed when workflows are configured.'),
+                sessions: restart(kvStoreRef.optional(), 'Workflow session state; without it, sessions are kept in the runs store.'),
                 prompts: restart(kvStoreRef.optional(), 'Stored prompts.'),
               })
               .default({}),
@@ -139,6 +151,10 @@ export const stackConfigSchema = z
           max_body_bytes: restart(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
           auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings. Not built yet: a config that sets it is refused, so that no one serves unauthenticated by mistake.'),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
+          workflows_context_secret: hot(
+            z.string().min(16).optional(),
+            'Key for the HMAC-SHA256 signature of workflow contexts clients send back; without it client contexts are refused (logged redacted).',
+          ),
           tls: restart(
             z
               .object({
@@ -153,7 +169,7 @@ export const stackConfigSchema = z
         .default({ host: '0.0.0.0', port: 8321, max_body_bytes: DEFAULT_MAX_BODY_BYTES }),
       'The OpenAI-compatible HTTP server.',
     ),
-    workflows: restart(z.array(workflowSchema).default([]), 'Workflows, each run by its own actor.'),
+    workflows: restart(z.array(workflowSchema).default([]), 'Durable workflows, each run by its own actor; they need storage.stores.runs.'),
     logging: hot(
       z
         .object({
@@ -169,12 +185,17 @@ export const stackConfigSchema = z
           workers: restart(z.number().int().min(0).max(256).optional(), 'Pool worker threads; defaults to the number of CPUs.'),
           drain_timeout_ms: hot(z.number().int().positive().default(30_000), 'How long shutdown and restarts wait for in-flight runs.'),
           ask_timeout_ms: restart(z.number().int().positive().default(30_000), 'Default ask timeout between actors.'),
+          node_id: restart(
+            z.string().min(1).optional(),
+            "This process's identity as owner of workflow runs; runs it owned are resumed at once when it starts again. Defaults to the host name. Two live processes must not share one.",
+          ),
+          lease_ms: restart(z.number().int().min(1000).default(DEFAULT_LEASE_MS), "How long a workflow run's lease lasts unrenewed; after that another owner may claim and resume the run."),
           reconciler: hot(
             z.object({ interval_ms: hot(z.number().int().positive().default(30_000), 'How often declared backends are compared with what they serve.') }).default({ interval_ms: 30_000 }),
             'The runtime-state reconciler.',
           ),
         })
-        .default({ drain_timeout_ms: 30_000, ask_timeout_ms: 30_000, reconciler: { interval_ms: 30_000 } }),
+        .default({ drain_timeout_ms: 30_000, ask_timeout_ms: 30_000, lease_ms: DEFAULT_LEASE_MS, reconciler: { interval_ms: 30_000 } }),
       "troupe's own runtime settings.",
     ),
   })

@@ -3,13 +3,14 @@ import type { z } from 'zod'
 import { ActorError } from '../actor/index.js'
 import { formatPath } from '../config/index.js'
 
-/** An error an HTTP client sees: `{ "error": { code, message, param, type } }` with `status`. */
+/** An error an HTTP client sees: `{ "error": { code, message, param, type } }` with `status` (and any `headers`, such as Retry-After). */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
     readonly param: string | null = null,
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message)
   }
@@ -20,8 +21,11 @@ const STATUS_OF_CODE: Record<string, number> = {
   invalid_request: 400,
   bad_message: 400,
   unknown_provider: 400,
+  bad_context: 400,
   not_found: 404,
   model_not_found: 404,
+  unknown_workflow: 404,
+  run_over: 409,
   rate_limit: 429,
   auth: 502,
   upstream: 502,
@@ -37,7 +41,7 @@ const STATUS_OF_CODE: Record<string, number> = {
 
 /** OpenAI's error `type` for a status, which its clients branch on. */
 function errorType(status: number): string {
-  if (status === 400 || status === 404 || status === 413 || status === 405) return 'invalid_request_error'
+  if (status === 400 || status === 404 || status === 405 || status === 409 || status === 413) return 'invalid_request_error'
   if (status === 429) return 'rate_limit_error'
   if (status === 401 || status === 403) return 'authentication_error'
   return 'api_error'
@@ -45,12 +49,23 @@ function errorType(status: number): string {
 
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error
-  if (error instanceof ActorError) return new HttpError(STATUS_OF_CODE[error.code] ?? 500, error.code, error.message)
+  if (error instanceof ActorError) return new HttpError(STATUS_OF_CODE[error.code] ?? 500, error.code, error.message, paramOf(error))
   return new HttpError(500, 'internal', error instanceof Error ? error.message : String(error))
 }
 
+/** The field an actor's rejection names (`data.param`), as HTTP's `param`. */
+function paramOf(error: ActorError): string | null {
+  const param = (error.data as { param?: unknown } | undefined)?.param
+  return typeof param === 'string' ? param : null
+}
+
+/** The `error` object of an error body. */
+export function errorFields(error: HttpError): { code: string; message: string; param: string | null; type: string } {
+  return { code: error.code, message: error.message, param: error.param, type: errorType(error.status) }
+}
+
 export function errorBody(error: HttpError): string {
-  return JSON.stringify({ error: { code: error.code, message: error.message, param: error.param, type: errorType(error.status) } })
+  return JSON.stringify({ error: errorFields(error) })
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -63,15 +78,15 @@ export function sendEncoded(res: ServerResponse, status: number, json: string, b
   res.end(json)
 }
 
-export function sendError(res: ServerResponse, error: HttpError): void {
+/** Sends `error` with its status and headers; `text` is its body, `errorBody(error)` unless a route words errors its own way. */
+export function sendError(res: ServerResponse, error: HttpError, text = errorBody(error)): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
-  const text = errorBody(error)
   // Past the body limit the rest of the body is never read: the connection cannot be reused.
   const close = error.status === 413 ? { connection: 'close' } : {}
-  res.writeHead(error.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close })
+  res.writeHead(error.status, { ...error.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...close })
   res.end(text)
 }
 

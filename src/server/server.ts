@@ -12,8 +12,11 @@ import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers
 import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, openAiModel } from './model-list.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
-import { Router, type Routable, type RouteMatch } from './router.js'
+import { HANDLED, type Route } from './route.js'
+import { Router, type RouteMatch } from './router.js'
 import { ServedRequest } from './served-request.js'
+import type { WorkflowEntry } from './routes/workflow-entry.js'
+import { WorkflowsApi } from './routes/workflows.js'
 import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
 export interface ApiDeps {
@@ -40,6 +43,10 @@ export interface ApiDeps {
    * the providers that may serve it (ActorRef.prewake), so their wake-up overlaps the body.
    */
   readonly prewakeInference?: (() => void) | undefined
+  /** The configured workflows, served on the LlamaIndex Workflows server protocol. */
+  readonly workflows?: readonly WorkflowEntry[] | undefined
+  /** `server.workflows_context_secret`: signs the contexts clients may send back; without it they are refused. */
+  readonly workflowsContextSecret?: string | undefined
 }
 
 /** PEM contents for HTTPS. */
@@ -51,24 +58,13 @@ export interface TlsFiles {
 
 type Request = ServedRequest
 
-interface Route extends Routable {
-  readonly method: 'GET' | 'POST' | 'DELETE'
-  readonly api: string
-  readonly handle: (request: Request) => Promise<unknown>
-  /** The request goes on to an inference provider: prewake its thread on arrival. */
-  readonly inference?: true
-}
-
-/** What a handler returns when it has written the response itself (streams). */
-const HANDLED = Symbol('handled')
-
 /**
  * The OpenAI-compatible HTTP API. Inference is routed by the models routing table's registry:
  * while the server's watch of that registry is live (ModelList), it routes a request from the
  * listing with the table's own function and asks the provider directly, which spares every
  * request (and every streamed chunk) a hop through the table; otherwise it asks the table to
  * route. Bodies are validated with zod; every error is `{ "error": { code, message, param, type } }`
- * with its status.
+ * with its status (the workflow routes, routes/workflows.ts, add workflows-py's `detail`).
  */
 export class ApiServer {
   readonly server: Server
@@ -114,6 +110,7 @@ export class ApiServer {
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const request = new ServedRequest(req, res)
+    let route: Route | undefined
     try {
       if (this.#corsHeaders(req, res) && req.method === 'OPTIONS') {
         res.writeHead(204).end()
@@ -129,14 +126,16 @@ export class ApiServer {
       }
       if (found === undefined) throw new HttpError(404, 'not_found', `no route for ${method} ${pathname}`)
       if (found.route === undefined) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname}; use ${found.allowed.join(' or ')}`)
-      if (found.route.inference === true) this.#deps.prewakeInference?.()
+      route = found.route
+      if (route.inference === true) this.#deps.prewakeInference?.()
       request.params = found.params
-      const result = await found.route.handle(request)
+      const result = await route.handle(request)
       if (result !== HANDLED) sendJson(res, 200, result)
     } catch (error) {
-      const failure = toHttpError(error)
+      const errors = route?.errors
+      const failure = errors === undefined ? toHttpError(error) : errors.toHttp(error)
       if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code }, 'request failed')
-      if (!request.cancelled) sendError(res, failure)
+      if (!request.cancelled) sendError(res, failure, errors?.body(failure))
     }
   }
 
@@ -232,7 +231,15 @@ export class ApiServer {
         handle: ({ params }) => this.#inferenceStore().ask({ type: 'get', id: params['completion_id']! }),
       },
       ...this.#conversationRoutes(),
+      ...this.#workflowRoutes(),
     ]
+  }
+
+  /** The LlamaIndex Workflows server protocol, at the root and under /deployments/{image_name} as llama-agents serves it. */
+  #workflowRoutes(): Route[] {
+    const { workflows = [], workflowsContextSecret, imageName, maxBodyBytes, log } = this.#deps
+    const api = new WorkflowsApi({ workflows, contextSecret: workflowsContextSecret, maxBodyBytes, log })
+    return [...api.routes(''), ...api.routes(`/deployments/${encodeURIComponent(imageName)}`)]
   }
 
   #conversationRoutes(): Route[] {

@@ -5,6 +5,7 @@ import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/inde
 import { ApiServer, type TlsFiles } from '../server/server.js'
 import { providerActorName, resolveProviders, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
 import { startStores, storeActorName } from '../stack/stores.js'
+import { resolveWorkflows, startWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
 import { modelsRoutingTable, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
 import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
 import { inferenceStore, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
@@ -28,6 +29,11 @@ export interface CheckedStack {
   readonly providers: ResolvedProvider[]
   /** The PEM files `server.tls` names, read once here. */
   readonly tls: TlsFiles | undefined
+}
+
+/** A checked stack with its workflows loaded. */
+export interface CheckedStackWithWorkflows extends CheckedStack {
+  readonly workflows: readonly ResolvedWorkflow[]
 }
 
 /**
@@ -56,6 +62,28 @@ export function checkStack(loaded: LoadedConfig): CheckedStack {
   return { providers, tls: tls.files }
 }
 
+/**
+ * checkStack, then the workflow checks (async: they import each workflow's module), with the
+ * problems of both in one ConfigError, so that validate reports every error at once.
+ */
+export async function checkStackWithWorkflows(loaded: LoadedConfig): Promise<CheckedStackWithWorkflows> {
+  const issues: ConfigIssue[] = []
+  const collect = (error: unknown): undefined => {
+    if (!(error instanceof ConfigError)) throw error
+    issues.push(...error.issues)
+    return undefined
+  }
+  let checked: CheckedStack | undefined
+  try {
+    checked = checkStack(loaded)
+  } catch (error) {
+    collect(error)
+  }
+  const workflows = await resolveWorkflows(loaded).catch(collect)
+  if (issues.length > 0 || checked === undefined || workflows === undefined) throw new ConfigError(issues, loaded.source)
+  return { ...checked, workflows }
+}
+
 type TlsConfig = LoadedConfig['config']['server']['tls']
 
 /** The PEM files `server.tls` names, read; a file that cannot be read is an issue naming its path. */
@@ -76,11 +104,11 @@ function readTls(tls: TlsConfig): { files: TlsFiles | undefined; issues: ConfigI
 
 /**
  * Starts the stack in dependency order: store actors, providers, routing tables and the API
- * services, then HTTP. Logs one line per actor started and a final "listening" line.
+ * services, the workflows, then HTTP. Logs one line per actor started and a final "listening" line.
  */
 export async function startStack(system: ActorSystem, loaded: LoadedConfig, log: Logger, options: { port?: number; host?: string } = {}): Promise<RunningStack> {
   const { config } = loaded
-  const { providers, tls } = checkStack(loaded)
+  const { providers, tls, workflows } = await checkStackWithWorkflows(loaded)
   const drainMs = config.troupe.drain_timeout_ms
 
   await startStores(system, config)
@@ -160,10 +188,13 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     { id: 'apis' },
   )
 
+  // Workflows call models through the routing table, so they start after the 'apis' subtree and stop before it.
+  const models = await mustLookup<ModelsMessage>(system, 'routing:models')
+  const workflowEntries = await startWorkflows(system, config, workflows, models)
+
   const snapshot = await system.inspect()
   for (const actor of actorNodes(snapshot.root)) log.info({ actor: actor.id, placement: actor.placement, thread: actor.thread, status: actor.status }, 'actor started')
 
-  const models = await mustLookup<ModelsMessage>(system, 'routing:models')
   const server = new ApiServer({
     system,
     models,
@@ -177,6 +208,8 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     maxBodyBytes: config.server.max_body_bytes,
     tls,
     prewakeInference: prewakeAll(entries.filter(entry => entry.api === 'inference').map(entry => entry.ref)),
+    workflows: workflowEntries,
+    workflowsContextSecret: config.server.workflows_context_secret,
   })
   const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
   log.info({ url }, `listening on ${url}`)

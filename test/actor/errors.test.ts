@@ -3,6 +3,7 @@ import t from 'tap'
 import { ActorError, KERNEL_ERROR_CODES } from '../../src/index.js'
 import { STORE_ERROR_CODES } from '../../actors/stores/protocol.js'
 import { INFERENCE_ERROR_CODES } from '../../actors/providers/inference/protocol.js'
+import { WORKFLOW_ERROR_CODES } from '../../actors/workflows/protocol.js'
 
 const documented = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8')
 
@@ -22,6 +23,14 @@ t.test('every inference and HTTP error code is documented, with its status', asy
   for (const code of codesRaisedIn(new URL('../../actors/providers/', import.meta.url))) {
     t.ok(code in INFERENCE_ERROR_CODES || code in KERNEL_ERROR_CODES, `${code} is an inference or kernel code`)
   }
+})
+
+t.test('every workflow error code is documented with its status, and every code the workflow runtime raises is listed', async t => {
+  const section = documented.slice(documented.indexOf('## Workflows'))
+  for (const code of [...Object.keys(WORKFLOW_ERROR_CODES), 'invalid_request', 'backpressure', 'timeout', 'cancelled', 'not_found']) t.match(section, `| \`${code}\` | `, code)
+  t.match(section, '| `backpressure` | 429 |', 'a full workflow is 429 on the workflow routes')
+  const known = { ...WORKFLOW_ERROR_CODES, ...STORE_ERROR_CODES, ...INFERENCE_ERROR_CODES, ...KERNEL_ERROR_CODES }
+  for (const code of codesRaisedIn(new URL('../../actors/workflows/', import.meta.url))) t.ok(code in known, `${code} is a workflow, store, inference or kernel code`)
 })
 
 t.test('every code the kernel source raises is a kernel code', async t => {

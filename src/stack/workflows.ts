@@ -1,0 +1,198 @@
+import { statSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { hostname } from 'node:os'
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { ActorChildSpec, ActorRef, ActorSystem, SupervisorSpec } from '../actor/index.js'
+import { ConfigError, type ConfigIssue, type LoadedConfig, type StackConfig, type WorkflowConfig } from '../config/index.js'
+import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
+import { storeActorName } from './stores.js'
+import { isWorkflow } from '../../actors/workflows/define.js'
+import type { WorkflowActorArgs, WorkflowMessage } from '../../actors/workflows/protocol.js'
+import { workflowActor } from '../../actors/workflows/workflow-actor.js'
+import type { ModelsMessage } from '../../actors/routing/models.js'
+import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
+
+/** A configured workflow whose module loaded and whose export is a workflow. */
+export interface ResolvedWorkflow {
+  readonly name: string
+  /** The module's URL, as every thread that hosts the workflow imports it. */
+  readonly url: string
+  readonly exportName: string
+  readonly config: WorkflowConfig
+  /** Where it is in the file: `workflows[1]`. */
+  readonly path: string
+}
+
+/** The name a workflow's actor is registered under. */
+export const workflowActorName = (name: string): string => `workflow:${name}`
+
+/**
+ * Checks every configured workflow: names unique, a runs store to journal in, and each module
+ * loaded (a path against the config file's directory, or a package resolved from there) with
+ * a workflow at the configured export. Importing is the only way to know the export is a
+ * workflow, hence async. Every problem is reported at once, with its path.
+ */
+export async function resolveWorkflows(loaded: LoadedConfig): Promise<ResolvedWorkflow[]> {
+  const { workflows, storage } = loaded.config
+  if (workflows.length === 0) return []
+  const issues: ConfigIssue[] = []
+  if (storage.stores.runs === undefined) issues.push({ path: 'storage.stores.runs', message: 'workflows need a runs store (a sql_* backend)' })
+
+  // The config file's own path anchors both kinds of module reference, as an import in it would.
+  const configFile = resolvePath(loaded.source)
+  const checked = await Promise.all(workflows.map((workflow, index) => loadEntry(workflow, `workflows[${index}]`, configFile)))
+  const firstAt = new Map<string, string>()
+  const resolved: ResolvedWorkflow[] = []
+  workflows.forEach((workflow, index) => {
+    const first = firstAt.get(workflow.name)
+    if (first === undefined) firstAt.set(workflow.name, `workflows[${index}]`)
+    else issues.push({ path: `workflows[${index}].name`, message: `'${workflow.name}' is configured twice (first at ${first})` })
+    const result = checked[index]!
+    if ('issue' in result) issues.push(result.issue)
+    else if (first === undefined) resolved.push(result.workflow)
+  })
+  if (issues.length > 0) throw new ConfigError(issues, loaded.source)
+  return resolved
+}
+
+async function loadEntry(workflow: WorkflowConfig, path: string, configFile: string): Promise<{ workflow: ResolvedWorkflow } | { issue: ConfigIssue }> {
+  const location = locateModule(workflow.module, configFile)
+  if ('problem' in location) return { issue: { path: `${path}.module`, message: `cannot load ${workflow.module}: ${location.problem}` } }
+  let module: Record<string, unknown>
+  try {
+    module = (await import(location.url)) as Record<string, unknown>
+  } catch (error) {
+    return { issue: { path: `${path}.module`, message: `cannot load ${workflow.module}: ${describeError(error)}` } }
+  }
+  const value = module[workflow.export]
+  if (!isWorkflow(value)) {
+    const found = Object.keys(module).filter(key => isWorkflow(module[key]))
+    const message =
+      value === undefined
+        ? `${workflow.module} exports no workflow '${workflow.export}' (${found.length > 0 ? `it exports: ${found.join(', ')}` : 'it exports none: make one with defineWorkflow'})`
+        : `${workflow.module} exports '${workflow.export}', but it is not a workflow: make it with defineWorkflow${found.length > 0 ? ` (its workflows: ${found.join(', ')})` : ''}`
+    return { issue: { path: `${path}.export`, message } }
+  }
+  return { workflow: { name: workflow.name, url: location.url, exportName: workflow.export, config: workflow, path } }
+}
+
+/**
+ * The URL of a workflow module. As in an import: `./`, `../`, an absolute path or a file: URL
+ * is a file (relative to the config file's directory); anything else is a package specifier,
+ * resolved from that directory's node_modules.
+ */
+function locateModule(specifier: string, configFile: string): { url: string } | { problem: string } {
+  if (specifier.startsWith('file:')) return { url: specifier }
+  if (specifier.startsWith('./') || specifier.startsWith('../') || isAbsolute(specifier)) {
+    const file = resolvePath(dirname(configFile), specifier)
+    try {
+      statSync(file)
+    } catch (error) {
+      return { problem: `${(error as NodeJS.ErrnoException).code ?? describeError(error)} (${file})` }
+    }
+    return { url: pathToFileURL(file).href }
+  }
+  try {
+    // Node 20's import.meta.resolve cannot take a parent; require's resolution from the config's
+    // directory finds the same package (through its "exports" "require"/"default" conditions).
+    return { url: pathToFileURL(createRequire(configFile).resolve(specifier)).href }
+  } catch (error) {
+    // `workflows/a.js` reads as a package named 'workflows'; say so when such a file exists.
+    const asFile = resolvePath(dirname(configFile), specifier)
+    const hint = fileExists(asFile) ? `; for the file ${asFile}, write ./${specifier}` : ''
+    return { problem: `${describeError(error)}${hint}` }
+  }
+}
+
+function fileExists(file: string): boolean {
+  try {
+    return statSync(file).isFile()
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return false
+    throw error
+  }
+}
+
+/** An import failure in one line: its code, and its message's first line without the code repeated. */
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  const code = (error as NodeJS.ErrnoException).code
+  const line = error.message.split('\n')[0] ?? error.message
+  return code === undefined || line.includes(code) ? line : `${code}: ${line}`
+}
+
+/** The actors every workflow actor is given: where runs and sessions are stored, and the models routing table. */
+export interface WorkflowRefs {
+  readonly runs: ActorRef<TableMessage>
+  readonly sessions?: ActorRef<KvMessage>
+  readonly models?: ActorRef<ModelsMessage>
+}
+
+/** One pool actor per workflow, restarted if it crashes; its in-flight runs resume from their journals. */
+export function workflowChildSpecs(resolved: readonly ResolvedWorkflow[], config: StackConfig, refs: WorkflowRefs): ActorChildSpec[] {
+  const { runs, sessions } = config.storage.stores
+  if (runs === undefined) throw new Error('workflowChildSpecs: storage.stores.runs is unset (resolveWorkflows reports it)')
+  const owner = config.troupe.node_id ?? hostname()
+  return resolved.map(workflow => {
+    const { config: entry } = workflow
+    const args: WorkflowActorArgs = {
+      name: workflow.name,
+      url: workflow.url,
+      exportName: workflow.exportName,
+      runs: { store: refs.runs, table: runs.table_name },
+      ...(sessions === undefined || refs.sessions === undefined ? {} : { sessions: { store: refs.sessions, namespace: sessions.namespace } }),
+      ...(refs.models === undefined ? {} : { models: refs.models }),
+      owner,
+      maxConcurrent: entry.max_concurrent_tasks,
+      queueSize: entry.queue_size,
+      ...(entry.timeout_ms === undefined ? {} : { timeoutMs: entry.timeout_ms }),
+      resumable: entry.resumable,
+      ...(entry.retention === undefined ? {} : { retentionMs: entry.retention }),
+      leaseMs: config.troupe.lease_ms,
+    }
+    return {
+      id: workflowActorName(workflow.name),
+      name: workflowActorName(workflow.name),
+      behavior: workflowActor,
+      args,
+      placement: 'pool' as const,
+      restart: 'permanent' as const,
+      // Stopping waits for in-flight steps as long as any drain does; runs cut short resume on the next start.
+      shutdownMs: config.troupe.drain_timeout_ms,
+    }
+  })
+}
+
+/** The `workflows` supervisor: one_for_one, as the other subtrees, since one workflow's crash says nothing about another's. */
+export function workflowsSupervisorSpec(resolved: readonly ResolvedWorkflow[], config: StackConfig, refs: WorkflowRefs): SupervisorSpec {
+  return {
+    strategy: 'one_for_one',
+    intensity: 5,
+    periodMs: 10_000,
+    // A first restart after a worker died comes at once: that actor's in-flight runs wait on it.
+    backoff: { minMs: 5, maxMs: 5000, randomFactor: 0.2 },
+    children: workflowChildSpecs(resolved, config, refs),
+  }
+}
+
+/**
+ * Starts the `workflows` supervisor, after the stores and the models routing table it uses (so
+ * it stops before them), and returns the entries the HTTP server serves. Nothing starts when
+ * no workflow is configured.
+ */
+export async function startWorkflows(system: ActorSystem, config: StackConfig, resolved: readonly ResolvedWorkflow[], models: ActorRef<ModelsMessage>): Promise<WorkflowEntry[]> {
+  if (resolved.length === 0) return []
+  const { runs, sessions } = config.storage.stores
+  if (runs === undefined) throw new Error('startWorkflows: storage.stores.runs is unset (resolveWorkflows reports it)')
+  const sessionsRef = sessions === undefined ? undefined : await storeRef<KvMessage>(system, sessions.backend)
+  const refs: WorkflowRefs = { runs: await storeRef<TableMessage>(system, runs.backend), ...(sessionsRef === undefined ? {} : { sessions: sessionsRef }), models }
+  const supervisor = await system.supervise(workflowsSupervisorSpec(resolved, config, refs), { id: 'workflows' })
+  return resolved.map(workflow => ({ name: workflow.name, url: workflow.url, exportName: workflow.exportName, ref: supervisor.child<WorkflowMessage>(workflowActorName(workflow.name)) }))
+}
+
+async function storeRef<M>(system: ActorSystem, backend: string): Promise<ActorRef<M>> {
+  const ref = await system.lookup<M>(storeActorName(backend))
+  if (ref === undefined) throw new Error(`actor '${storeActorName(backend)}' did not start`)
+  return ref
+}
