@@ -23,7 +23,7 @@ export class Router<R extends Routable> {
   constructor(routes: readonly R[]) {
     for (const route of routes) {
       if (route.path.includes('{')) {
-        this.#patterns.push({ route, pattern: new RegExp(`^${route.path.replace(/\{(\w+)\}/g, '(?<$1>[^/]+)')}$`) })
+        this.#patterns.push({ route, pattern: patternOf(route.path) })
         continue
       }
       let byMethod = this.#exact.get(route.path)
@@ -54,4 +54,13 @@ export class Router<R extends Routable> {
     }
     return allowed.size > 0 ? { route: undefined, allowed: [...allowed] } : undefined
   }
+}
+
+/** A path's regex: `{name}` segments capture, everything else (a `.` in a deployment name) matches literally. */
+function patternOf(path: string): RegExp {
+  const source = path
+    .split(/(\{\w+\})/)
+    .map(part => (/^\{\w+\}$/.test(part) ? `(?<${part.slice(1, -1)}>[^/]+)` : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
+    .join('')
+  return new RegExp(`^${source}$`)
 }
