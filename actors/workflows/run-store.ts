@@ -224,12 +224,14 @@ export class RunStore {
   }
 
   /**
-   * Claims a run from the lease it was seen with (compare-and-set on owner and epoch): the new
-   * epoch when this owner has it now, undefined when someone changed the lease first.
+   * Claims a run from the lease it was seen with (compare-and-set on owner, epoch and expiry):
+   * the new epoch when this owner has it now, undefined when someone changed the lease first.
+   * The expiry is compared too because a renewal changes only it: a claim from a row read
+   * before the holder renewed must not take the lease it renewed.
    */
   async claim(row: RunRow, owner: string, leaseMs: number): Promise<number | undefined> {
     const epoch = row.lease_epoch + 1
-    const where: Record<string, unknown> = { run_id: row.run_id, status: 'running', lease_owner: row.lease_owner, lease_epoch: row.lease_epoch }
+    const where: Record<string, unknown> = { run_id: row.run_id, status: 'running', lease_owner: row.lease_owner, lease_epoch: row.lease_epoch, lease_expires: row.lease_expires }
     const now = Date.now()
     const count = await this.write({ type: 'update', table: this.runs, where, values: { lease_owner: owner, lease_epoch: epoch, lease_expires: now + leaseMs, attempt: row.attempt + 1, updated_at: now } })
     return count === 1 ? epoch : undefined

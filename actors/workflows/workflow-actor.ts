@@ -6,7 +6,7 @@ import { loadWorkflow, type SessionState, type Workflow } from './define.js'
 import { EventFeed, LiveRun } from './live-run.js'
 import { GAP_EVENT, TERMINAL_EVENTS, workflowProtocol, type RunEvent, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
 import { RunExecution, type RunHistory } from './run-context.js'
-import { decodeValue, encodeValue, RunStore, runInfo, type RunRow } from './run-store.js'
+import { decodeValue, encodeValue, RunStore, runInfo, type InboxEvent, type RunRow } from './run-store.js'
 
 /**
  * One configured workflow as an actor: admission, durable execution, leases and recovery.
@@ -50,6 +50,8 @@ interface State {
   stopped: boolean
   /** A recovery pass is under way: the next one waits for the one after. */
   recovering: boolean
+  /** Runs being claimed and read back, until they are held here. */
+  readonly resuming: Map<string, Promise<LiveRun | undefined>>
   readonly timers: NodeJS.Timeout[]
   readonly counts: { completed: number; failed: number; cancelled: number; resumed: number }
 }
@@ -81,6 +83,7 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
       reserved: 0,
       stopped: false,
       recovering: false,
+      resuming: new Map(),
       timers: [],
       counts: { completed: 0, failed: 0, cancelled: 0, resumed: 0 },
     }
@@ -385,19 +388,16 @@ async function recover(state: State, atStart: boolean): Promise<void> {
       if (state.live.has(row.run_id)) continue
       const mine = atStart && row.lease_owner === owner
       if (!mine && row.lease_owner !== null && row.lease_expires > Date.now()) continue
-      const epoch = await state.store.claim(row, owner, leaseMs)
-      if (epoch === undefined || state.stopped) continue
-      const claimed: RunRow = { ...row, lease_owner: owner, lease_epoch: epoch, attempt: row.attempt + 1 }
-      const history = await loadHistory(state, row.run_id)
-      const run = new LiveRun(claimed, row.start_event, history)
-      state.live.set(run.runId, run)
-      state.queue.push(run)
+      const claiming = claimAndLoad(state, row, owner, leaseMs)
+      state.resuming.set(row.run_id, claiming)
+      const run = await claiming.finally(() => state.resuming.delete(row.run_id))
+      if (run === undefined || state.stopped) continue
       if (!state.limits.resumable) {
         await finish(state, run, { status: 'failed', code: 'interrupted', message: 'the run was in flight when its owner stopped, and this workflow is not resumable' })
         continue
       }
       state.counts.resumed++
-      state.log.info({ run: run.runId, attempt: claimed.attempt, from: row.lease_owner }, 'resuming a run from its journal')
+      state.log.info({ run: run.runId, attempt: run.row.attempt, from: row.lease_owner }, 'resuming a run from its journal')
       startQueued(state)
     }
   } catch (error) {
@@ -405,6 +405,22 @@ async function recover(state: State, atStart: boolean): Promise<void> {
   } finally {
     state.recovering = false
   }
+}
+
+/**
+ * Claims a run and reads its history, then holds it here (queued). Until it does, sends and
+ * cancels for the run wait on `state.resuming`, so that an event sent meanwhile is neither
+ * written behind the history's back nor numbered twice.
+ */
+async function claimAndLoad(state: State, row: RunRow, owner: string, leaseMs: number): Promise<LiveRun | undefined> {
+  const epoch = await state.store.claim(row, owner, leaseMs)
+  if (epoch === undefined || state.stopped) return undefined
+  const history = await loadHistory(state, row.run_id)
+  if (state.stopped) return undefined
+  const run = new LiveRun({ ...row, lease_owner: owner, lease_epoch: epoch, attempt: row.attempt + 1 }, row.start_event, history)
+  state.live.set(run.runId, run)
+  state.queue.push(run)
+  return run
 }
 
 async function loadHistory(state: State, runId: string): Promise<RunHistory> {
@@ -461,26 +477,52 @@ async function waitFor(state: State, runId: string, ctx: BehaviorContext<Workflo
   }
 }
 
+/** Inbox appends that lose a race for their sequence number are numbered again this many times. */
+const MAX_INBOX_ATTEMPTS = 8
+
 async function send(state: State, runId: string, event: { type: string; value: Record<string, unknown> }): Promise<{ status: 'sent' }> {
+  await state.resuming.get(runId)?.catch(() => undefined)
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await sendOnce(state, runId, event)
+    } catch (error) {
+      // Another node appended to this run's inbox under the same number: number it again.
+      if (!(error instanceof ActorError && error.code === 'conflict') || attempt >= MAX_INBOX_ATTEMPTS) throw error
+    }
+  }
+}
+
+async function sendOnce(state: State, runId: string, event: { type: string; value: Record<string, unknown> }): Promise<{ status: 'sent' }> {
   const live = state.live.get(runId)
   if (live !== undefined) {
     if (live.finished) throw new ActorError('run_over', `run '${runId}' has finished`)
     const inboxEvent = { seq: live.inboxCount++, ...event }
     await state.store.appendInbox(runId, inboxEvent)
-    if (live.execution !== undefined) live.execution.deliver(inboxEvent)
-    else live.early.push(inboxEvent)
+    deliver(live, inboxEvent)
     return { status: 'sent' }
   }
   const row = await state.store.getRun(runId)
   if (row === undefined) throw new ActorError('not_found', `no run '${runId}'`)
   if (row.status !== 'running') throw new ActorError('run_over', `run '${runId}' has ${row.status}`)
   // Held elsewhere: the event waits in the inbox, where its holder's next resume finds it.
-  const seq = (await state.store.inboxOf(runId)).length
-  await state.store.appendInbox(runId, { seq, ...event })
+  const inboxEvent = { seq: (await state.store.inboxOf(runId)).length, ...event }
+  await state.store.appendInbox(runId, inboxEvent)
+  // Resumed here meanwhile, from a history read before this event was written: hand it over.
+  const now = state.live.get(runId)
+  if (now !== undefined && !now.finished && inboxEvent.seq >= now.inboxCount) {
+    now.inboxCount = inboxEvent.seq + 1
+    deliver(now, inboxEvent)
+  }
   return { status: 'sent' }
 }
 
+function deliver(run: LiveRun, event: InboxEvent): void {
+  if (run.execution !== undefined) run.execution.deliver(event)
+  else run.early.push(event)
+}
+
 async function cancel(state: State, runId: string, purge: boolean): Promise<'cancelled' | 'deleted'> {
+  await state.resuming.get(runId)?.catch(() => undefined)
   const live = state.live.get(runId)
   if (live !== undefined && !live.finished) {
     await finish(state, live, { status: 'cancelled', code: 'cancelled', message: 'cancelled by request' })
