@@ -4,9 +4,8 @@ import { fileURLToPath } from 'node:url'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
+import { mainModule, runCli } from './fixtures/cli.js'
 import { workerExecArgv } from './fixtures/system.js'
-
-const mainModule = fileURLToPath(new URL('../src/main.ts', import.meta.url))
 
 t.test('the CLI starts a system, prints its tree and exits 0 on SIGINT with nothing left running', async t => {
   const child = spawn(process.execPath, [...workerExecArgv(), mainModule, '--workers', '2'], {
@@ -39,16 +38,6 @@ t.test('bad flags are reported and exit non-zero', async t => {
   t.equal(code, 2)
   t.match(stderr, /--workers: expected a non-negative integer/)
 })
-
-async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [...workerExecArgv(), mainModule, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const [code] = (await once(child, 'exit')) as [number | null]
-  return { code, stdout, stderr }
-}
 
 t.test('validate prints a one-line summary for a valid config and exits 0', async t => {
   const stack = fileURLToPath(new URL('../stack.yaml', import.meta.url))

@@ -1,15 +1,6 @@
 import t from 'tap'
-import { ConfigError, parseConfig, parseDuration, type ConfigIssue } from '../../src/config/index.js'
-
-function issues(text: string): ConfigIssue[] {
-  try {
-    parseConfig(text, {}, 'test.yaml')
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
+import { configIssues as issues } from '../fixtures/config.js'
+import { parseConfig, parseDuration } from '../../src/config/index.js'
 
 const retention = (value: string): string => `workflows:\n  - { name: wf, module: ./wf.js, retention: ${value} }\n`
 

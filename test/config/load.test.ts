@@ -1,16 +1,7 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError, parseConfig, type ConfigIssue } from '../../src/config/index.js'
-
-function issues(text: string, env: Record<string, string> = {}): ConfigIssue[] {
-  try {
-    parseConfig(text, env, 'test.yaml')
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
+import { configIssues as issues } from '../fixtures/config.js'
+import { parseConfig } from '../../src/config/index.js'
 
 const minimal = `
 version: 2

@@ -1,15 +1,6 @@
 import t from 'tap'
-import { ConfigError, parseConfig, reloadClassOf, type ConfigIssue } from '../../src/config/index.js'
-
-function issues(text: string): ConfigIssue[] {
-  try {
-    parseConfig(text, {}, 'test.yaml')
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
+import { configIssues as issues } from '../fixtures/config.js'
+import { parseConfig, reloadClassOf } from '../../src/config/index.js'
 
 t.test('a workflow entry needs a name and a module, and gets every other default', async t => {
   const { config, warnings } = parseConfig('workflows:\n  - { name: approve, module: ./approve.js }\n', {}, 'test.yaml')

@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -12,13 +10,13 @@ import { actorNodes, type ActorRef, type SupervisorNode } from '../../src/index.
 import type { WorkflowActorArgs } from '../../actors/workflows/protocol.js'
 import { counter } from '../fixtures/behaviors.js'
 import { quietLogger } from '../fixtures/logger.js'
-import { startSystem, workerExecArgv } from '../fixtures/system.js'
+import { runCli } from '../fixtures/cli.js'
+import { startSystem } from '../fixtures/system.js'
 import { tempDir } from '../fixtures/stack.js'
 
 const fixtures = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url))
 const srcIndex = new URL('../../src/index.ts', import.meta.url).href
 const zodUrl = import.meta.resolve('zod')
-const mainModule = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
 
 async function issuesOf(fn: () => Promise<unknown>): Promise<ConfigIssue[]> {
   try {
@@ -204,16 +202,6 @@ t.test('checkStackWithWorkflows reports stack and workflow problems together', a
   const found = await issuesOf(async () => checkStackWithWorkflows(await loadConfigFile(file)))
   t.same(found.map(issue => issue.path), ['registered_resources.models[0].provider_id', 'workflows[0].module'])
 })
-
-async function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [...workerExecArgv(), mainModule, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const [code] = (await once(child, 'exit')) as [number | null]
-  return { code, stdout, stderr }
-}
 
 t.test('validate loads each workflow module: a bad one is reported with its path, exit 1; a good one counts', async t => {
   const dir = tempDir(t)
