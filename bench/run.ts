@@ -9,6 +9,9 @@ import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
+import { workflowHttpLatency } from './workflows-http.js'
+import { workflowResume } from './workflows-resume.js'
+import { workflowRunThroughput } from './workflows-run.js'
 
 interface Bench {
   /** The names it reports, for --only. */
@@ -22,6 +25,9 @@ const benches: Bench[] = [
   { names: ['tell_tput_same_thread'], run: sameThread },
   { names: ['kv_put_tput_actor', 'kv_get_tput_actor', 'kv_put_tput_actor_per_ask', 'kv_get_tput_actor_per_ask'], run: kvStoreThroughput },
   { names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_unrecorded', 'http_chat_rps_hop_floor', 'http_chat_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'], run: rounds => httpThroughput(rounds) },
+  { names: ['wf_run_tput'], run: workflowRunThroughput },
+  { names: ['wf_http_run_p50_ms', 'wf_http_run_overhead_p50_ms', 'wf_http_run_sync_floor_p50_ms'], run: workflowHttpLatency },
+  { names: ['wf_resume_ms'], run: workflowResume },
 ]
 
 /** Marks a result line on a child's stdout, which also carries warnings logged there. */

@@ -1,0 +1,67 @@
+/**
+ * What troupe writes for a workflow run, for the raw baselines to write with lmdb-js directly:
+ * rows of the same shapes and sizes as run-store.ts's, under keys laid out as sql_lmdb lays out
+ * a row's (['r', table, ...primary key]), in databases opened as the backends open theirs.
+ */
+import { randomUUID } from 'node:crypto'
+import { open, type Key, type RootDatabase } from 'lmdb'
+import type { JournalEntry, RunRow } from '../actors/workflows/run-store.js'
+
+export const RUNS_TABLE = 'workflow_runs'
+/** msgpack of {} as base64: an empty session state, as run-store.ts encodes it. */
+const EMPTY_STATE = 'gA=='
+
+/** Opened as sql_lmdb opens its database (actors/stores/table/lmdb.ts). */
+export const openLikeSqlLmdb = (path: string, mapSizeMb: number): RootDatabase<unknown, Key> =>
+  open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false })
+
+/** Opened as kv_lmdb opens its database (actors/stores/kv/lmdb.ts). */
+export const openLikeKvLmdb = (path: string, mapSizeMb: number): RootDatabase<Buffer, string> =>
+  open<Buffer, string>({ path, mapSize: mapSizeMb * 1024 * 1024, encoding: 'binary', compression: false })
+
+export const runKey = (runId: string): Key => ['r', RUNS_TABLE, runId]
+export const journalKey = (runId: string, idx: number): Key => ['r', `${RUNS_TABLE}_journal`, runId, idx]
+export const eventKey = (runId: string, seq: number): Key => ['r', `${RUNS_TABLE}_events`, runId, seq]
+
+/** A new run's row, as the workflow actor inserts it before acknowledging the start. */
+export function newRunRow(workflow: string, startEvent: unknown): RunRow {
+  const now = Date.now()
+  return {
+    run_id: `run-${randomUUID()}`,
+    workflow,
+    status: 'running',
+    session_id: `session-${randomUUID()}`,
+    start_event: startEvent,
+    initial_state: EMPTY_STATE,
+    state: null,
+    result: null,
+    error_code: null,
+    error_message: null,
+    lease_owner: 'bench-node',
+    lease_epoch: 1,
+    lease_expires: now + 15_000,
+    attempt: 1,
+    created_at: now,
+    updated_at: now,
+    completed_at: null,
+    deadline: null,
+    last_seq: -1,
+    trimmed_to: -1,
+    journal_count: 0,
+    inbox_count: 0,
+  }
+}
+
+/** A step's journal row; `value` stands for the base64 msgpack of its result (a few bytes). */
+export function stepEntry(runId: string, idx: number, name: string, value: string): JournalEntry {
+  return { run_id: runId, idx, kind: 'step', name, value, state: null, done: true, timed_out: false, deadline: null, inbox_seq: null, at: Date.now() }
+}
+
+/** The terminal event and the run's final row, which the workflow actor writes in one transaction. */
+export function finished(row: RunRow, result: Record<string, unknown>, steps: number): { event: Record<string, unknown>; row: RunRow } {
+  const now = Date.now()
+  return {
+    event: { run_id: row.run_id, seq: 0, type: 'StopEvent', value: result, at: now },
+    row: { ...row, status: 'completed', result, state: EMPTY_STATE, completed_at: now, updated_at: now, last_seq: 0, journal_count: steps, lease_owner: null, lease_expires: 0 },
+  }
+}
