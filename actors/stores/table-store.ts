@@ -36,6 +36,8 @@ export const tableStore = defineBehavior(import.meta.url, 'tableStore', {
     switch (msg.type) {
       case 'createTable':
         checkSpec(msg.table)
+        // An actor that starts creates its tables each time: one it knows unchanged costs no commit.
+        if (sameSpec(state.tables.get(msg.table.name), msg.table)) return null
         await state.backend.createTable(msg.table)
         state.tables.set(msg.table.name, msg.table)
         return null
@@ -124,6 +126,13 @@ function decodeCursor(cursor: string, table: TableSpec, order: readonly SortKey[
 }
 
 // ---- checking input against the table's spec ----------------------------------------------
+
+/** Whether two specs declare the same columns, key and indexes (the order of columns aside). */
+function sameSpec(known: TableSpec | undefined, spec: TableSpec): boolean {
+  if (known === undefined) return false
+  const columns = (s: TableSpec): string => JSON.stringify(Object.entries(s.columns).sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, c]) => [name, c.type, c.nullable === true]))
+  return columns(known) === columns(spec) && JSON.stringify(known.primaryKey) === JSON.stringify(spec.primaryKey) && JSON.stringify(known.indexes ?? []) === JSON.stringify(spec.indexes ?? [])
+}
 
 function tableOf(state: TableStoreState, name: string): TableSpec {
   const table = state.tables.get(name)

@@ -41,6 +41,21 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
     for (const key of indexKeys(table, row)) void db.remove(key)
   }
 
+  /**
+   * Rewrites a row whose primary key stays (an update cannot change it), touching only the
+   * index entries whose values changed: an update of a lease's expiry leaves every index alone.
+   */
+  const updateRow = (table: TableSpec, old: Row, row: Row): void => {
+    void db.put(rowKey(table, row), row)
+    const before = indexKeys(table, old)
+    const after = indexKeys(table, row)
+    after.forEach((key, i) => {
+      if (sameList(key, before[i]!)) return
+      void db.remove(before[i]!)
+      void db.put(key, PRESENT)
+    })
+  }
+
   const matches = (row: Row, where: Where): boolean => Object.entries(where).every(([column, value]) => (row[column] ?? null) === (value ?? null))
 
   /** Rows matching `where`, through the primary key, the best index, or a scan. */
@@ -96,10 +111,7 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
       }
       case 'update': {
         const rows = [...matching(table, op.where)]
-        for (const row of rows) {
-          removeRow(table, row)
-          putRow(table, { ...row, ...op.values })
-        }
+        for (const row of rows) updateRow(table, row, { ...row, ...op.values })
         return rows.length
       }
       case 'delete': {
