@@ -23,6 +23,8 @@ export interface ActorChildConfig {
   readonly mailboxCapacity: number
   readonly shutdownMs: number
   readonly resourceLimits: ResourceLimits | undefined
+  /** Placed beside this actor when it is on a pool worker. */
+  readonly near: ActorRef | undefined
 }
 
 /**

@@ -76,6 +76,11 @@ export class WorkerThreads {
   }
 
   /** The ready pool thread with the fewest actors; waits for a replacement if none is up. */
+  /** Whether `thread` is up and taking actors (not dead, retired or still starting). */
+  isLive(thread: HostThread): boolean {
+    return thread.ready && this.live.get(thread.threadId) === thread
+  }
+
   pickPoolThread(): Promise<HostThread> {
     if (this.pool === undefined) return Promise.reject(new TypeError("placement 'pool' needs workers > 0"))
     let best: HostThread | undefined

@@ -20,6 +20,7 @@ export interface ActorChildSpec<B extends Behavior = Behavior> {
   readonly shutdownMs?: number
   readonly mailbox?: SpawnOptions['mailbox']
   readonly resourceLimits?: SpawnOptions['resourceLimits']
+  readonly near?: SpawnOptions['near']
 }
 
 export interface SupervisorChildSpec {

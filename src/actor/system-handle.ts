@@ -17,6 +17,12 @@ export interface SpawnOptions<A = unknown> {
   readonly shutdownMs?: number
   /** V8 heap limits for a dedicated worker (placement 'dedicated' only). */
   readonly resourceLimits?: ResourceLimits
+  /**
+   * For placement 'pool': start (and restart) on the worker that hosts this actor, when it is
+   * on one, so that the two exchange messages without crossing threads; otherwise on the least
+   * loaded worker, as without it.
+   */
+  readonly near?: ActorRef<any>
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import { ActorRef } from './ref.js'
 
 const positiveMs = z.number().positive()
 const resourceLimitsSchema = z
@@ -35,6 +36,7 @@ export const spawnOptionsSchema = z
     restart: z.enum(['permanent', 'transient', 'temporary']).optional(),
     shutdownMs: positiveMs.optional(),
     resourceLimits: resourceLimitsSchema.optional(),
+    near: z.custom<ActorRef>(value => value instanceof ActorRef, 'must be an ActorRef').optional(),
   })
   .strict()
 

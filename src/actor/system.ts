@@ -183,6 +183,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
         mailboxCapacity: spec.mailbox?.capacity ?? this.mailboxCapacity,
         shutdownMs: spec.shutdownMs ?? 5000,
         resourceLimits: spec.resourceLimits,
+        near: spec.near,
       },
       owner,
       this,
@@ -205,7 +206,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       }
       return
     }
-    const thread = config.placement === 'pool' ? await this.threads.pickPoolThread() : await this.threads.startDedicated(config.resourceLimits)
+    const thread = config.placement === 'pool' ? await this.poolThreadFor(config.near) : await this.threads.startDedicated(config.resourceLimits)
     child.thread = thread
     thread.actors++
     try {
@@ -224,6 +225,14 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       }
       throw error
     }
+  }
+
+  /** The pool worker hosting `near`, when it is on a live one; else the least loaded worker. */
+  private poolThreadFor(near: ActorRef | undefined): Promise<HostThread> {
+    const beside = near === undefined ? undefined : this.actors.get(near.slot)
+    const thread = beside !== undefined && beside.generation === near!.generation ? beside.thread : undefined
+    if (thread !== undefined && thread !== 'main' && thread.kind === 'pool' && this.threads.isLive(thread)) return Promise.resolve(thread)
+    return this.threads.pickPoolThread()
   }
 
   private hostedFields(child: ActorChild) {

@@ -27,6 +27,26 @@ t.test('dedicated actors get a worker of their own', async t => {
   t.equal(new Set(threads).size, 3, 'pool worker and two dedicated workers are distinct threads')
 })
 
+t.test('near places a pool actor on the worker of another, also when it restarts; without a pool actor there, anywhere', async t => {
+  const system = await startSystem(t, { workers: 3 })
+  const threadOf = async (name: string): Promise<number | undefined> => {
+    const node = (await system.inspect()).root.children.find(n => n.kind === 'actor' && n.name === name)
+    return node?.kind === 'actor' ? node.thread : undefined
+  }
+  for (const i of [0, 1, 2]) {
+    const anchor = await system.spawn(counter, { placement: 'pool', name: `anchor-${i}` })
+    const beside = await system.spawn(probe, { placement: 'pool', name: `beside-${i}`, near: anchor })
+    const anchorThread = await threadOf(`anchor-${i}`)
+    t.equal(await threadOf(`beside-${i}`), anchorThread, `beside anchor ${i}`)
+    await beside.ask({ type: 'throw', message: 'restart me' } satisfies ProbeMessage).catch(() => undefined)
+    await whenRunning(() => beside.ask({ type: 'echo', value: 1 } satisfies ProbeMessage))
+    t.equal(await threadOf(`beside-${i}`), anchorThread, `still beside anchor ${i} after a restart`)
+  }
+  const onMain = await system.spawn(counter, { placement: 'main' })
+  const elsewhere = await system.spawn(counter, { placement: 'pool', near: onMain })
+  t.not(await elsewhere.ask<number>({ type: 'where' }), threadId, 'an anchor on the main thread does not pull a pool actor there')
+})
+
 t.test('lookup finds named actors; names are unique', async t => {
   const system = await startSystem(t)
   const ref = await system.spawn(counter, { name: 'tally', placement: 'pool' })
