@@ -34,7 +34,7 @@ function execute(state: State, run: LiveRun): void {
     host: {
       system: state.system,
       models: state.args.models,
-      writeJournal: entry => state.store.writeJournal(entry),
+      writeJournal: entry => run.track(state.store.writeJournal(entry)),
       appendEvent: event => run.track(state.store.appendEvent(row.run_id, event).then(() => run.publish(event))),
     },
   })
@@ -82,7 +82,7 @@ export async function finish(state: State, run: LiveRun, outcome: Outcome): Prom
   execution?.close(new ActorError(outcome.status === 'completed' ? 'stopped' : outcome.status === 'cancelled' ? 'cancelled' : outcome.code, 'the run is over'))
   startQueued(state)
 
-  // The terminal event follows every event already being written, in the log and in streams.
+  // The terminal event follows every event and journal entry already being written.
   await run.settled()
   const now = Date.now()
   const finalState = execution?.state ?? initialState(run)
@@ -103,10 +103,19 @@ export async function finish(state: State, run: LiveRun, outcome: Outcome): Prom
     lease_expires: 0,
   }
   const lease = { owner: state.args.owner, epoch: run.row.lease_epoch }
+  const final = { ...run.row, ...values } as RunRow
+  // A run that returned has every durable call it made written, and replaying its journal
+  // returns the same value: the outcome is durable before its row says so, so whoever waits
+  // hears it now, while the row is written (a crash before that resumes the run, which
+  // completes again from its journal). A failure is not implied (a step that threw runs again
+  // on a resume), nor is a cancel or a timeout: those are answered once written.
+  if (outcome.status === 'completed') run.announce(final)
+  // The session is saved beside the outcome, not after it, and only when the run changed it:
+  // a run continuing the session reads a finished run's state from its row.
+  const session = state.sessions !== undefined && values.state !== run.row.initial_state ? state.sessions.set(run.row.session_id, { state: finalState, run_id: run.runId, updated_at: now }) : undefined
   try {
-    const [, held] = await Promise.all([state.store.appendEvent(run.runId, event), state.store.updateRun(run.runId, values, lease)])
+    const [, held] = await Promise.all([state.store.appendEvent(run.runId, event), state.store.updateRun(run.runId, values, lease), session])
     if (held === 0) state.log.warn({ run: run.runId }, 'another owner claimed this run before it finished here; its final status is theirs to write')
-    if (state.sessions !== undefined) await state.sessions.set(run.row.session_id, { state: finalState, run_id: run.runId, updated_at: now })
   } catch (error) {
     // The run stays `running` in the store, held by this owner: it resumes on the next start.
     state.log.error({ err: error, run: run.runId }, 'the run finished but its outcome could not be written; it will run again from its journal')
@@ -114,11 +123,10 @@ export async function finish(state: State, run: LiveRun, outcome: Outcome): Prom
     run.abandon(error)
     return
   }
-  run.row = { ...run.row, ...values } as RunRow
   state.counts[outcome.status]++
   run.publish(event)
   state.live.delete(run.runId)
-  run.settle()
+  run.settle(final)
   state.log.debug({ run: run.runId, status: outcome.status }, 'run finished')
 }
 

@@ -19,8 +19,11 @@ export class LiveRun {
   inboxCount: number
   /** The actor has begun to finish the run: no new work for it. */
   finished = false
-  /** Its outcome is written and announced: `row` holds its final status. */
+  /** Its outcome is known to waiters: `row` holds its final status (written, or being written). */
   #settled = false
+  /** Resolves once the run's outcome is written, or the actor let go of it. */
+  readonly #over: Promise<void>
+  #overNow: () => void = () => undefined
   timeout: NodeJS.Timeout | undefined
   readonly #waiters: Array<{ resolve: (info: RunInfo) => void; reject: (error: unknown) => void }> = []
   /** Event writes under way. */
@@ -32,6 +35,12 @@ export class LiveRun {
     this.startEvent = startEvent
     this.history = history
     this.inboxCount = history?.inbox.length ?? 0
+    this.#over = new Promise(resolve => (this.#overNow = resolve))
+  }
+
+  /** Resolves once the run's outcome is in the store (or the actor let go of the run). */
+  written(): Promise<void> {
+    return this.#over
   }
 
   get runId(): string {
@@ -97,12 +106,22 @@ export class LiveRun {
     for (const feed of this.#subscribers) feed.push(event)
   }
 
-  /** The run is over (terminal event published): wake whoever waits. */
-  settle(): void {
+  /**
+   * Tells whoever waits for the run that it ended as `row` says, before that is written: only
+   * for an outcome the journal already implies (see finish).
+   */
+  announce(row: RunRow): void {
+    this.row = row
     this.#settled = true
     const info = this.info()
     for (const { resolve } of this.#waiters.splice(0)) resolve(info)
+  }
+
+  /** The run's outcome is written and its terminal event published: wake whoever waits, end the streams. */
+  settle(row: RunRow): void {
+    this.announce(row)
     for (const feed of this.#subscribers) feed.end()
+    this.#overNow()
   }
 
   /**
@@ -112,6 +131,7 @@ export class LiveRun {
   abandon(reason: unknown): void {
     for (const { reject } of this.#waiters.splice(0)) reject(reason)
     for (const feed of this.#subscribers) feed.end()
+    this.#overNow()
   }
 }
 

@@ -154,7 +154,9 @@ export class RunStore {
           inbox_count: integer,
         },
         primaryKey: ['run_id'],
-        indexes: [['created_at'], ['status', 'created_at'], ['workflow', 'status', 'created_at'], ['workflow', 'created_at']],
+        // Recovery and retention read a workflow's runs by status; listings walk the runs newest
+        // first. Every index is written with each new row, so no more than these.
+        indexes: [['created_at'], ['workflow', 'status', 'created_at']],
       },
       {
         name: this.events,

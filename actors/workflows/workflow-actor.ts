@@ -3,7 +3,7 @@ import { ActorError, defineBehavior, type BehaviorContext } from '../../src/inde
 import { KvClient } from '../stores/kv-client.js'
 import { loadWorkflow, type SessionState } from './define.js'
 import type { State } from './actor-state.js'
-import { finish, startQueued } from './execution.js'
+import { finish, letGo, startQueued } from './execution.js'
 import { LiveRun } from './live-run.js'
 import { workflowProtocol, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
 import { loadHistory, recover, renewLeases, scheduleSweep } from './recovery.js'
@@ -92,8 +92,19 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
     }
   },
   async *stream(state, msg: WorkflowMessage, ctx) {
-    if (msg.type !== 'events') throw new ActorError('bad_message', `'${msg.type}' is not streamed`)
-    yield* events(state, msg.runId, msg.after, ctx)
+    switch (msg.type) {
+      case 'events':
+        return yield* events(state, msg.runId, msg.after, ctx)
+      case 'start': {
+        // Admission, then the end: one message for a caller that waits for the run (POST /run).
+        const reply = await start(state, msg)
+        yield reply
+        if (reply.run.status === 'running') yield await waitFor(state, reply.run.runId, ctx)
+        return
+      }
+      default:
+        throw new ActorError('bad_message', `'${msg.type}' is not streamed`)
+    }
   },
   stop(state) {
     state.stopped = true
@@ -152,19 +163,41 @@ async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start'
       journal_count: 0,
       inbox_count: 0,
     }
-    if (!(await state.store.insertRun(row))) {
-      const existing = state.live.get(runId)?.info() ?? (await state.store.getRun(runId).then(found => (found === undefined ? undefined : runInfo(found))))
-      if (existing === undefined) throw new ActorError('internal', `run ${runId} conflicts with a run that cannot be read`)
-      return { run: existing, existing: true }
+    state.args.runs.store.prewake()
+    if (msg.idempotencyKey !== undefined) {
+      // A repeated key names a run that exists: the row's insert says which, before anything runs.
+      if (!(await state.store.insertRun(row))) {
+        const existing = state.live.get(runId)?.info() ?? (await state.store.getRun(runId).then(found => (found === undefined ? undefined : runInfo(found))))
+        if (existing === undefined) throw new ActorError('internal', `run ${runId} conflicts with a run that cannot be read`)
+        return { run: existing, existing: true }
+      }
+      return { run: admit(state, row, parsed.data).info(), existing: false }
     }
-    const run = new LiveRun(row, parsed.data)
-    state.live.set(runId, run)
-    state.queue.push(run)
+    // A fresh id cannot collide, so the run begins while its row commits: its journal writes go
+    // to the same store after the row (often in its commit), and the start is acknowledged only
+    // once the row is durable. A row that cannot be written stops the run before it is answered.
+    const inserting = state.store.write({ type: 'insert', table: state.store.runs, row: row as unknown as Record<string, unknown> })
+    const run = admit(state, row, parsed.data)
+    startQueued(state)
+    try {
+      await inserting
+    } catch (error) {
+      letGo(state, run, error instanceof ActorError ? error : new ActorError('internal', String(error)))
+      throw error
+    }
     return { run: run.info(), existing: false }
   } finally {
     state.reserved--
     startQueued(state)
   }
+}
+
+/** Holds a new run here, queued: it executes as soon as a slot is free. */
+function admit(state: State, row: RunRow, startEvent: unknown): LiveRun {
+  const run = new LiveRun(row, startEvent)
+  state.live.set(row.run_id, run)
+  state.queue.push(run)
+  return run
 }
 
 /** The same key always names the same run: a repeated start finds the row the first one wrote. */
@@ -176,9 +209,11 @@ async function sessionFor(state: State, msg: Extract<WorkflowMessage, { type: 's
   if (msg.continueFrom !== undefined) {
     const earlier = state.live.get(msg.continueFrom)?.row ?? (await state.store.getRun(msg.continueFrom))
     if (earlier === undefined) throw new ActorError('not_found', `handler_id: no run '${msg.continueFrom}' to continue`, { param: 'handler_id' })
+    // A finished run's row holds the state it ended with; the session store, the latest a run of
+    // the session saved, serves for one still running.
+    if (earlier.state !== null) return { id: earlier.session_id, state: decodeValue(earlier.state) as SessionState }
     const saved = await state.sessions?.get<{ state: SessionState }>(earlier.session_id)
-    const fallback = earlier.state ?? earlier.initial_state
-    return { id: earlier.session_id, state: saved?.state ?? (decodeValue(fallback) as SessionState) }
+    return { id: earlier.session_id, state: saved?.state ?? (decodeValue(earlier.initial_state) as SessionState) }
   }
   return { id: `session-${randomUUID()}`, state: msg.state ?? {} }
 }
@@ -256,6 +291,7 @@ async function cancel(state: State, runId: string, purge: boolean): Promise<'can
   if (live !== undefined && !live.finished) {
     await finish(state, live, { status: 'cancelled', code: 'cancelled', message: 'cancelled by request' })
   } else {
+    await live?.written() // a run being finished: its row says how, once written
     const row = await state.store.getRun(runId)
     if (row === undefined) throw new ActorError('not_found', `no run '${runId}'`)
     if (row.status === 'running') await cancelElsewhere(state, row)

@@ -157,6 +157,9 @@ export function workflowChildSpecs(resolved: readonly ResolvedWorkflow[], config
       behavior: workflowActor,
       args,
       placement: 'pool' as const,
+      // On the worker of its runs store: a run's journal writes, one or more per step, then stay
+      // on one thread (measured in npm run bench: wf_http_run_p50_ms).
+      near: refs.runs,
       restart: 'permanent' as const,
       // Stopping waits for in-flight steps as long as any drain does; runs cut short resume on the next start.
       shutdownMs: config.troupe.drain_timeout_ms,

@@ -507,6 +507,7 @@ t.test('a stack without workflows_context_secret', async t => {
     // The real actor, watched: whether the stream it is asked for is cancelled.
     const watched = {
       ask: (message: WorkflowMessage, options?: AskOptions) => ref.ask(message, options),
+      prewake: () => ref.prewake(),
       stream: (message: WorkflowMessage, options?: StreamOptions) => {
         options?.cancellation?.onCancel(() => (streamCancelled = true))
         return ref.stream(message, options)
@@ -519,7 +520,10 @@ t.test('a stack without workflows_context_secret', async t => {
     const response = await fetch(`${served.url}/events/${started.handler_id}?after_sequence=-1`, { signal: abort.signal })
     const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader()
     let text = ''
-    while (!/: heartbeat\n\n/.test(text)) text += (await reader.read()).value ?? ''
+    for (let read = await reader.read(); !/: heartbeat\n\n/.test(text); read = await reader.read()) {
+      if (read.done) throw new Error(`the stream ended before a heartbeat: ${text}`)
+      text += read.value
+    }
     t.match(text, /^id: 0\ndata: \{"value":\{"msg":"started"\}.*\n\n: heartbeat\n\n/s, 'the event, then a heartbeat comment while the run is silent')
     abort.abort()
     await reader.closed.catch(() => undefined) // aborting errors the reader: that is the point

@@ -8,7 +8,7 @@ import { eventually } from '../fixtures/eventually.js'
 import { countsThenHolds, holdsThenWaits } from '../fixtures/recovery-workflows.js'
 import { drifts, sleepsThenWaits } from '../fixtures/session-workflows.js'
 import { startSystem } from '../fixtures/system.js'
-import { allEvents, spawnWorkflow, startRun, startRunStores } from '../fixtures/workflow-actor.js'
+import { allEvents, spawnWorkflow, startRunStores, startRunSurely } from '../fixtures/workflow-actor.js'
 import { startWorkflowProcess, type WorkflowProcess } from '../fixtures/workflow-process.js'
 import { waitsForHuman } from '../fixtures/workflows.js'
 
@@ -131,7 +131,7 @@ t.test('a resumed run that makes a different durable call than its journal recor
   const system = await startSystem(t, { workers: 2 })
   const stores = await startRunStores(t, system)
   const ref = await spawnWorkflow(system, stores, drifts)
-  const { run } = await startRun(ref, {})
+  const { run } = await startRunSurely(ref, {})
   // The worker dies under the run (drifts exits it after step 'first'): asks fail while the actor restarts.
   const status = async (): Promise<RunInfo | null> => ref.ask<RunInfo | null>({ type: 'get', runId: run.runId }).catch(() => null)
   await eventually(async () => ((await status())?.status ?? 'running') !== 'running', 'the resumed run to end', DEADLINE_MS)

@@ -6,7 +6,7 @@ import { ActorError } from '../../src/index.js'
 import type { RunInfo, WorkflowStats } from '../../actors/workflows/protocol.js'
 import { eventually } from '../fixtures/eventually.js'
 import { startSystem } from '../fixtures/system.js'
-import { allEvents, spawnWorkflow, startRun, startRunStores, waitRun } from '../fixtures/workflow-actor.js'
+import { allEvents, spawnWorkflow, startRun, startRunStores, startRunSurely, waitRun } from '../fixtures/workflow-actor.js'
 import { counterFile, fails, failsWithCode, slow, threeSteps, waitsForHuman } from '../fixtures/workflows.js'
 import { tally } from '../fixtures/session-workflows.js'
 
@@ -126,7 +126,7 @@ t.test('a worker that dies mid-run: the run resumes on another, finished steps r
   writeFileSync(file, '')
   t.teardown(() => writeFileSync(file, ''))
   const ref = await spawnWorkflow(system, stores, counterFile)
-  const { run } = await startRun(ref, { file, crashOnAttempt: 1 })
+  const { run } = await startRunSurely(ref, { file, crashOnAttempt: 1 })
   const done = await eventually(
     async () => ((await ref.ask<RunInfo | null>({ type: 'get', runId: run.runId }).catch(() => null))?.status ?? 'running') !== 'running',
     'the run to finish after the worker died',
@@ -144,7 +144,7 @@ t.test('resumable: false fails a run interrupted by its worker dying with interr
   const file = join(tmpdir(), `troupe-counter-nr-${process.pid}-${Date.now()}`)
   writeFileSync(file, '')
   const ref = await spawnWorkflow(system, stores, counterFile, { resumable: false, name: 'counterFileNotResumable' })
-  const { run } = await startRun(ref, { file, crashOnAttempt: 1 })
+  const { run } = await startRunSurely(ref, { file, crashOnAttempt: 1 })
   await eventually(async () => ((await ref.ask<RunInfo | null>({ type: 'get', runId: run.runId }).catch(() => null))?.status ?? 'running') !== 'running', 'the run to be failed', 30_000)
   t.match(await ref.ask({ type: 'get', runId: run.runId }), { status: 'failed', error: { code: 'interrupted' } })
   t.same(readFileSync(file, 'utf8').split('\n').filter(Boolean), ['one', 'two'])

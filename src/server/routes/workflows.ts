@@ -100,18 +100,39 @@ export class WorkflowsApi {
 
   // ---- runs ----------------------------------------------------------------------------------
 
-  /** Admits a run from a run or run-nowait body (see startMessage). */
-  async #start(request: ServedRequest, name: string): Promise<StartReply> {
-    const entry = this.#entry(name)
+  /** The start message of a run or run-nowait body (see startMessage); the actor's thread is woken while the body is read. */
+  async #startMessage(request: ServedRequest, entry: WorkflowEntry): Promise<Extract<WorkflowMessage, { type: 'start' }>> {
+    entry.ref.prewake()
     const body = await readJson(request.req, this.#deps.maxBodyBytes)
-    const message = startMessage(body, request.req.headers['idempotency-key'], this.#deps.contextSecret)
-    return entry.ref.ask<StartReply>(message, { cancellation: request })
+    return startMessage(body, request.req.headers['idempotency-key'], this.#deps.contextSecret)
   }
 
-  /** Waits for the run: 200 with the handler once completed, 500 with it when it failed or was cancelled. */
+  async #start(request: ServedRequest, name: string): Promise<StartReply> {
+    const entry = this.#entry(name)
+    return entry.ref.ask<StartReply>(await this.#startMessage(request, entry), { cancellation: request })
+  }
+
+  /**
+   * Starts the run and waits for it, in one message streamed back twice (admitted, finished): 200
+   * with the handler once completed, 500 with it when it failed or was cancelled. If the stream
+   * breaks after the run was admitted (its actor's worker died), the run goes on: it is waited
+   * for again.
+   */
   async #run(request: ServedRequest, name: string): Promise<typeof HANDLED> {
-    const { run } = await this.#start(request, name)
-    const done = isFinished(run.status) ? run : await this.#waitFor(this.#entry(name), run.runId, request)
+    const entry = this.#entry(name)
+    const message = await this.#startMessage(request, entry)
+    let admitted: RunInfo | undefined
+    let done: RunInfo | undefined
+    try {
+      for await (const answer of entry.ref.stream<StartReply | RunInfo>(message, { cancellation: request })) {
+        if (admitted === undefined) admitted = (answer as StartReply).run
+        else done = answer as RunInfo
+      }
+    } catch (error) {
+      if (admitted === undefined || !(error instanceof ActorError && COMING_BACK.has(error.code))) throw error
+    }
+    if (admitted === undefined) throw new HttpError(500, 'internal', 'the workflow actor answered nothing')
+    done ??= isFinished(admitted.status) ? admitted : await this.#waitFor(entry, admitted.runId, request)
     return reply(request.res, done.status === 'completed' ? 200 : 500, handlerJson(done, this.#deps.contextSecret))
   }
 
