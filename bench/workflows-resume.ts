@@ -165,7 +165,10 @@ export async function workflowResume(rounds: number): Promise<BenchResult[]> {
       leaseMs: 15_000,
     }
     const ref = await workflows.spawn<WorkflowMessage>({ behavior: workflowActor, args })
-    const { run } = await ref.ask<StartReply>({ type: 'start', startEvent: { file } })
+    // The run may kill its worker before the start's reply leaves it (a reply in flight dies with
+    // its worker): asked again with the same idempotency key, the start answers with the run.
+    const key = `resume-${file}`
+    const { run } = await answered(() => ref.ask<StartReply>({ type: 'start', startEvent: { file }, idempotencyKey: key }), 'the start', 5)
     const done = await answered(() => ref.ask<RunInfo>({ type: 'wait', runId: run.runId }, { timeoutMs: DEADLINE_MS }), 'the resumed run', 5)
     if (done.status !== 'completed' || (done.result as { attempt?: number }).attempt !== 2) throw new Error(`run ${run.runId} ended ${done.status}: ${JSON.stringify(done.error ?? done.result)}`)
     await workflows.stop(ref)

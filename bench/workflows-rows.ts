@@ -15,10 +15,6 @@ const EMPTY_STATE = 'gA=='
 export const openLikeSqlLmdb = (path: string, mapSizeMb: number): RootDatabase<unknown, Key> =>
   open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false })
 
-/** Opened as kv_lmdb opens its database (actors/stores/kv/lmdb.ts). */
-export const openLikeKvLmdb = (path: string, mapSizeMb: number): RootDatabase<Buffer, string> =>
-  open<Buffer, string>({ path, mapSize: mapSizeMb * 1024 * 1024, encoding: 'binary', compression: false })
-
 export const runKey = (runId: string): Key => ['r', RUNS_TABLE, runId]
 export const journalKey = (runId: string, idx: number): Key => ['r', `${RUNS_TABLE}_journal`, runId, idx]
 export const eventKey = (runId: string, seq: number): Key => ['r', `${RUNS_TABLE}_events`, runId, seq]
