@@ -86,8 +86,8 @@ async function troupeRun(ref: ActorRef<WorkflowMessage>, i: number): Promise<voi
 
 /**
  * Runs/s of a three-step workflow through the library (an ActorSystem with its pool, a
- * sql_lmdb table store actor and the workflow actor, each on a pool worker), against the same
- * steps and writes with lmdb-js in this thread. Both sides take turns slice by slice, as the
+ * sql_lmdb table store actor, and the workflow actor on the store's worker as a stack places
+ * it), against the same steps and writes with lmdb-js in this thread. Both sides take turns slice by slice, as the
  * kv benchmark's do, so that a stall of the shared disk or CPU falls on both alike.
  */
 export async function workflowRunThroughput(rounds: number): Promise<BenchResult[]> {
@@ -107,7 +107,8 @@ export async function workflowRunThroughput(rounds: number): Promise<BenchResult
       resumable: true,
       leaseMs: 15_000,
     }
-    const ref = await system.spawn(workflowActor, { placement: 'pool', name: 'workflow:threeSteps', args })
+    // Beside its runs store, as a stack places it (src/stack/workflows.ts).
+    const ref = await system.spawn(workflowActor, { placement: 'pool', near: store, name: 'workflow:threeSteps', args })
     let made = 0
     return await measure(subjects, rounds, 1, async () => {
       const ms = { raw: 0, troupe: 0 }
