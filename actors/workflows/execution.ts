@@ -104,12 +104,6 @@ export async function finish(state: State, run: LiveRun, outcome: Outcome): Prom
   }
   const lease = { owner: state.args.owner, epoch: run.row.lease_epoch }
   const final = { ...run.row, ...values } as RunRow
-  // A run that returned has every durable call it made written, and replaying its journal
-  // returns the same value: the outcome is durable before its row says so, so whoever waits
-  // hears it now, while the row is written (a crash before that resumes the run, which
-  // completes again from its journal). A failure is not implied (a step that threw runs again
-  // on a resume), nor is a cancel or a timeout: those are answered once written.
-  if (outcome.status === 'completed') run.announce(final)
   // The session is saved beside the outcome, not after it, and only when the run changed it:
   // a run continuing the session reads a finished run's state from its row.
   const session = state.sessions !== undefined && values.state !== run.row.initial_state ? state.sessions.set(run.row.session_id, { state: finalState, run_id: run.runId, updated_at: now }) : undefined

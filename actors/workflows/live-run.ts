@@ -19,7 +19,7 @@ export class LiveRun {
   inboxCount: number
   /** The actor has begun to finish the run: no new work for it. */
   finished = false
-  /** Its outcome is known to waiters: `row` holds its final status (written, or being written). */
+  /** Its outcome is written and told: `row` holds its final status. */
   #settled = false
   /** Resolves once the run's outcome is written, or the actor let go of it. */
   readonly #over: Promise<void>
@@ -106,20 +106,12 @@ export class LiveRun {
     for (const feed of this.#subscribers) feed.push(event)
   }
 
-  /**
-   * Tells whoever waits for the run that it ended as `row` says, before that is written: only
-   * for an outcome the journal already implies (see finish).
-   */
-  announce(row: RunRow): void {
+  /** The run's outcome (`row`) is written and its terminal event published: wake whoever waits, end the streams. */
+  settle(row: RunRow): void {
     this.row = row
     this.#settled = true
     const info = this.info()
     for (const { resolve } of this.#waiters.splice(0)) resolve(info)
-  }
-
-  /** The run's outcome is written and its terminal event published: wake whoever waits, end the streams. */
-  settle(row: RunRow): void {
-    this.announce(row)
     for (const feed of this.#subscribers) feed.end()
     this.#overNow()
   }
