@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { open, type Key, type RootDatabase } from 'lmdb'
-import type { JournalEntry, RunRow } from '../actors/workflows/run-store.js'
+import { newRunRow as runRow, type JournalEntry, type RunRow } from '../actors/workflows/run-store.js'
 
 export const RUNS_TABLE = 'workflow_runs'
 /** msgpack of {} as base64: an empty session state, as run-store.ts encodes it. */
@@ -19,33 +19,9 @@ export const runKey = (runId: string): Key => ['r', RUNS_TABLE, runId]
 export const journalKey = (runId: string, idx: number): Key => ['r', `${RUNS_TABLE}_journal`, runId, idx]
 export const eventKey = (runId: string, seq: number): Key => ['r', `${RUNS_TABLE}_events`, runId, seq]
 
-/** A new run's row, as the workflow actor inserts it before acknowledging the start. */
+/** A new run's row, as the workflow actor inserts it when the run starts. */
 export function newRunRow(workflow: string, startEvent: unknown): RunRow {
-  const now = Date.now()
-  return {
-    run_id: `run-${randomUUID()}`,
-    workflow,
-    status: 'running',
-    session_id: `session-${randomUUID()}`,
-    start_event: startEvent,
-    initial_state: EMPTY_STATE,
-    state: null,
-    result: null,
-    error_code: null,
-    error_message: null,
-    lease_owner: 'bench-node',
-    lease_epoch: 1,
-    lease_expires: now + 15_000,
-    attempt: 1,
-    created_at: now,
-    updated_at: now,
-    completed_at: null,
-    deadline: null,
-    last_seq: -1,
-    trimmed_to: -1,
-    journal_count: 0,
-    inbox_count: 0,
-  }
+  return runRow({ runId: `run-${randomUUID()}`, workflow, sessionId: `session-${randomUUID()}`, startEvent, initialState: EMPTY_STATE, owner: 'bench-node', leaseMs: 15_000, deadline: null })
 }
 
 /** A step's journal row; `value` stands for the base64 msgpack of its result (a few bytes). */

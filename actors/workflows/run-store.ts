@@ -386,6 +386,53 @@ export class RunStore {
   }
 }
 
+/** What a new run's row is made from; the rest starts empty. */
+export interface NewRun {
+  readonly runId: string
+  readonly workflow: string
+  readonly sessionId: string
+  readonly startEvent: unknown
+  /** The session state it begins with, encoded (encodeValue). */
+  readonly initialState: string
+  readonly owner: string
+  readonly leaseMs: number
+  /** Its lease's epoch; 1 for a run just started. */
+  readonly epoch?: number
+  /** When it times out (epoch ms), or null. */
+  readonly deadline: number | null
+  /** Now, unless told. */
+  readonly at?: number
+}
+
+/** A new run's row: running, held by `owner` with a fresh lease, nothing written yet. */
+export function newRunRow(run: NewRun): RunRow {
+  const now = run.at ?? Date.now()
+  return {
+    run_id: run.runId,
+    workflow: run.workflow,
+    status: 'running',
+    session_id: run.sessionId,
+    start_event: run.startEvent,
+    initial_state: run.initialState,
+    state: null,
+    result: null,
+    error_code: null,
+    error_message: null,
+    lease_owner: run.owner,
+    lease_epoch: run.epoch ?? 1,
+    lease_expires: now + run.leaseMs,
+    attempt: 1,
+    created_at: now,
+    updated_at: now,
+    completed_at: null,
+    deadline: run.deadline,
+    last_seq: -1,
+    trimmed_to: -1,
+    journal_count: 0,
+    inbox_count: 0,
+  }
+}
+
 /** The run as the protocol reports it. */
 export function runInfo(row: RunRow): RunInfo {
   return {

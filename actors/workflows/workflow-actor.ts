@@ -8,7 +8,7 @@ import { LiveRun } from './live-run.js'
 import { workflowProtocol, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
 import { loadHistory, recover, renewLeases, scheduleSweep } from './recovery.js'
 import { events, pause } from './run-events.js'
-import { encodeValue, RunStore, runInfo, decodeValue, type InboxEvent, type RunRow } from './run-store.js'
+import { decodeValue, encodeValue, newRunRow, RunStore, runInfo, type InboxEvent, type RunRow } from './run-store.js'
 
 /**
  * One configured workflow as an actor: admission, durable execution, leases and recovery.
@@ -139,30 +139,17 @@ async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start'
     const runId = msg.idempotencyKey === undefined ? `run-${randomUUID()}` : idempotentRunId(args.name, msg.idempotencyKey)
     const session = await sessionFor(state, msg)
     const now = Date.now()
-    const row: RunRow = {
-      run_id: runId,
+    const row = newRunRow({
+      runId,
       workflow: args.name,
-      status: 'running',
-      session_id: session.id,
-      start_event: parsed.data,
-      initial_state: encodeValue(session.state),
-      state: null,
-      result: null,
-      error_code: null,
-      error_message: null,
-      lease_owner: args.owner,
-      lease_epoch: 1,
-      lease_expires: now + args.leaseMs,
-      attempt: 1,
-      created_at: now,
-      updated_at: now,
-      completed_at: null,
+      sessionId: session.id,
+      startEvent: parsed.data,
+      initialState: encodeValue(session.state),
+      owner: args.owner,
+      leaseMs: args.leaseMs,
       deadline: limits.timeoutMs === undefined ? null : now + limits.timeoutMs,
-      last_seq: -1,
-      trimmed_to: -1,
-      journal_count: 0,
-      inbox_count: 0,
-    }
+      at: now,
+    })
     state.args.runs.store.prewake()
     if (msg.idempotencyKey !== undefined) {
       // A repeated key names a run that exists: the row's insert says which, before anything runs.

@@ -5,7 +5,7 @@ import type { ActorSystem } from '../../src/index.js'
 import { kvStore } from '../../actors/stores/kv-store.js'
 import { tableStore } from '../../actors/stores/table-store.js'
 import type { RunInfo, WorkflowStats } from '../../actors/workflows/protocol.js'
-import { RunStore, type RunRow } from '../../actors/workflows/run-store.js'
+import { newRunRow, RunStore, type RunRow } from '../../actors/workflows/run-store.js'
 import { eventually } from '../fixtures/eventually.js'
 import { POSTGRES, unreachable } from '../fixtures/servers.js'
 import { startSystem } from '../fixtures/system.js'
@@ -108,30 +108,7 @@ t.test('claiming is a compare-and-set on owner and epoch: of two owners claiming
   await storeA.create()
   await storeB.create()
   const now = Date.now()
-  const lapsed: RunRow = {
-    run_id: 'run-contended',
-    workflow: 'waitsForHuman',
-    status: 'running',
-    session_id: 'session-contended',
-    start_event: {},
-    initial_state: '',
-    state: null,
-    result: null,
-    error_code: null,
-    error_message: null,
-    lease_owner: 'owner-gone',
-    lease_epoch: 3,
-    lease_expires: now - 1,
-    attempt: 1,
-    created_at: now,
-    updated_at: now,
-    completed_at: null,
-    deadline: null,
-    last_seq: -1,
-    trimmed_to: -1,
-    journal_count: 0,
-    inbox_count: 0,
-  }
+  const lapsed = newRunRow({ runId: 'run-contended', workflow: 'waitsForHuman', sessionId: 'session-contended', startEvent: {}, initialState: '', owner: 'owner-gone', epoch: 3, leaseMs: -1, deadline: null, at: now })
   t.equal(await storeA.insertRun(lapsed), true)
   for (let round = 0; round < 5; round++) {
     const seen = (await storeA.getRun(lapsed.run_id))!
