@@ -26,7 +26,7 @@ export class LiveRun {
   #overNow: () => void = () => undefined
   timeout: NodeJS.Timeout | undefined
   readonly #waiters: Array<{ resolve: (info: RunInfo) => void; reject: (error: unknown) => void }> = []
-  /** Event writes under way. */
+  /** Event and journal writes under way. */
   readonly #writing = new Set<Promise<unknown>>()
   readonly #subscribers = new Set<EventFeed>()
 
@@ -83,7 +83,7 @@ export class LiveRun {
     })
   }
 
-  /** Keeps count of an event write until it settles. */
+  /** Keeps count of an event or journal write until it settles. */
   track<T>(write: Promise<T>): Promise<T> {
     this.#writing.add(write)
     const done = (): void => void this.#writing.delete(write)
@@ -91,7 +91,7 @@ export class LiveRun {
     return write
   }
 
-  /** Resolves once every event write begun so far has settled. */
+  /** Resolves once every event and journal write begun so far has settled. */
   async settled(): Promise<void> {
     await Promise.allSettled([...this.#writing])
   }

@@ -52,6 +52,10 @@ export const TERMINAL_EVENTS = {
   failed: 'WorkflowFailedEvent',
   cancelled: 'WorkflowCancelledEvent',
 } as const
+const TERMINAL_TYPES = new Set<string>(Object.values(TERMINAL_EVENTS))
+/** Whether an event of this type ends its run's stream. */
+export const isTerminalEvent = (type: string): boolean => TERMINAL_TYPES.has(type)
+
 /** Sent in place of events a stream asked for that retention removed. */
 export const GAP_EVENT = 'EventsGapEvent'
 

@@ -70,7 +70,7 @@ export async function recover(state: State, atStart: boolean): Promise<void> {
  * cancels for the run wait on `state.resuming`, so that an event sent meanwhile is neither
  * written behind the history's back nor numbered twice.
  */
-async function claimAndLoad(state: State, row: RunRow, owner: string, leaseMs: number): Promise<LiveRun | undefined> {
+export async function claimAndLoad(state: State, row: RunRow, owner: string, leaseMs: number): Promise<LiveRun | undefined> {
   const epoch = await state.store.claim(row, owner, leaseMs)
   if (epoch === undefined || state.stopped) return undefined
   const history = await loadHistory(state, row.run_id)

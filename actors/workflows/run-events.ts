@@ -1,7 +1,7 @@
 import { ActorError, type BehaviorContext } from '../../src/index.js'
 import { terminalEvent, type Outcome } from './execution.js'
 import type { EventFeed } from './live-run.js'
-import { GAP_EVENT, TERMINAL_EVENTS, type RunEvent, type WorkflowMessage } from './protocol.js'
+import { GAP_EVENT, isTerminalEvent, type RunEvent, type WorkflowMessage } from './protocol.js'
 import type { RunRow } from './run-store.js'
 import type { State } from './actor-state.js'
 
@@ -36,7 +36,7 @@ export async function* events(state: State, runId: string, after: number, ctx: B
         for (const event of page) {
           yield event
           last = event.seq
-          if (isTerminal(event)) return
+          if (isTerminalEvent(event.type)) return
         }
       } while (page.length > 0)
       if (feed === undefined && state.live.has(runId)) feed = state.live.get(runId)!.subscribe() // resumed here meanwhile
@@ -59,15 +59,12 @@ export async function* events(state: State, runId: string, after: number, ctx: B
       if (event.seq <= last) continue
       yield event
       last = event.seq
-      if (isTerminal(event)) return
+      if (isTerminalEvent(event.type)) return
     }
   } finally {
     feed?.close()
   }
 }
-
-const TERMINAL_TYPES = new Set<string>(Object.values(TERMINAL_EVENTS))
-const isTerminal = (event: RunEvent): boolean => TERMINAL_TYPES.has(event.type)
 
 function terminalFromRow(row: RunRow): RunEvent {
   const outcome: Outcome =

@@ -204,6 +204,11 @@ export class RunStore {
     }
   }
 
+  /** A new run's row, batched with this turn's writes: for a fresh run id only, which no row has. */
+  writeRun(row: RunRow): Promise<number> {
+    return this.write({ type: 'insert', table: this.runs, row: row as unknown as Record<string, unknown> })
+  }
+
   appendEvent(runId: string, event: RunEvent): Promise<number> {
     return this.write({ type: 'insert', table: this.events, row: { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: event.at } })
   }

@@ -6,7 +6,7 @@ import type { State } from './actor-state.js'
 import { finish, letGo, startQueued } from './execution.js'
 import { LiveRun } from './live-run.js'
 import { workflowProtocol, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
-import { loadHistory, recover, renewLeases, scheduleSweep } from './recovery.js'
+import { claimAndLoad, recover, renewLeases, scheduleSweep } from './recovery.js'
 import { events, pause } from './run-events.js'
 import { decodeValue, encodeValue, newRunRow, RunStore, runInfo, type InboxEvent, type RunRow } from './run-store.js'
 
@@ -163,7 +163,7 @@ async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start'
     // A fresh id cannot collide, so the run begins while its row commits: its journal writes go
     // to the same store after the row (often in its commit), and the start is acknowledged only
     // once the row is durable. A row that cannot be written stops the run before it is answered.
-    const inserting = state.store.write({ type: 'insert', table: state.store.runs, row: row as unknown as Record<string, unknown> })
+    const inserting = state.store.writeRun(row)
     const run = admit(state, row, parsed.data)
     startQueued(state)
     try {
@@ -292,12 +292,8 @@ async function cancel(state: State, runId: string, purge: boolean): Promise<'can
 
 /** Cancels a run another owner holds: claims it (so its holder's next write or renewal finds it gone) and writes it off. */
 async function cancelElsewhere(state: State, row: RunRow): Promise<void> {
-  const epoch = await state.store.claim(row, state.args.owner, state.args.leaseMs)
-  if (epoch === undefined) throw new ActorError('conflict', `run '${row.run_id}' changed hands while being cancelled; try again`)
-  const history = await loadHistory(state, row.run_id)
-  const run = new LiveRun({ ...row, lease_owner: state.args.owner, lease_epoch: epoch }, row.start_event, history)
-  state.live.set(run.runId, run)
-  state.queue.push(run)
+  const run = await claimAndLoad(state, row, state.args.owner, state.args.leaseMs)
+  if (run === undefined) throw new ActorError('conflict', `run '${row.run_id}' changed hands while being cancelled; try again`)
   await finish(state, run, { status: 'cancelled', code: 'cancelled', message: 'cancelled by request' })
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { ActorError } from '../../actor/index.js'
 import { loadWorkflow, type WorkflowDefinition } from '../../../actors/workflows/define.js'
-import { isFinished, RUN_STATUSES, TERMINAL_EVENTS, type RunEvent, type RunInfo, type RunStatus, type StartReply, type WorkflowMessage } from '../../../actors/workflows/protocol.js'
+import { isFinished, isTerminalEvent, RUN_STATUSES, type RunEvent, type RunInfo, type RunStatus, type StartReply, type WorkflowMessage } from '../../../actors/workflows/protocol.js'
 import { errorFields, HttpError, readJson, toHttpError } from '../http.js'
 import { HANDLED, type Route, type RouteErrors } from '../route.js'
 import type { ServedRequest } from '../served-request.js'
@@ -34,7 +34,6 @@ export interface WorkflowsApiDeps {
 }
 
 const DEFAULT_HEARTBEAT_MS = 25_000
-const TERMINAL_TYPES = new Set<string>(Object.values(TERMINAL_EVENTS))
 /** Codes that say one workflow actor cannot answer right now, where another may. */
 const UNAVAILABLE = new Set(['restarting', 'no_such_actor', 'stopped', 'crashed'])
 /** Codes that say the run's actor is coming back (its worker died): a wait is asked again. */
@@ -210,7 +209,7 @@ export class WorkflowsApi {
     try {
       for await (const event of events) {
         await writer.write(event.seq, envelope(event.type, event.value, qualified))
-        if (TERMINAL_TYPES.has(event.type)) {
+        if (isTerminalEvent(event.type)) {
           complete = true
           break
         }
