@@ -54,13 +54,21 @@ if (postgresSkip === undefined) {
   })
 }
 
-t.test('two owners on one Postgres runs table: a live lease is left alone; a lapsed one is claimed, resumed and completed by the other', { skip }, async t => {
+/**
+ * A fresh runs table as each node sees it, through its own store actor. Each store actor learns a
+ * table by creating it (idempotent), as each node's workflow actor does at start.
+ */
+async function sharedTable(): Promise<{ table: string; storeA: RunStore; storeB: RunStore }> {
   const table = freshTable()
   const storeA = new RunStore(a!.stores.runs, table)
   const storeB = new RunStore(b!.stores.runs, table)
-  // Each store actor learns a table by creating it (idempotent), as each node's workflow actor does at start.
   await storeA.create()
   await storeB.create()
+  return { table, storeA, storeB }
+}
+
+t.test('two owners on one Postgres runs table: a live lease is left alone; a lapsed one is claimed, resumed and completed by the other', { skip }, async t => {
+  const { table, storeA, storeB } = await sharedTable()
   const row = async (runId: string): Promise<RunRow> => (await storeB.getRun(runId))!
 
   const refA = await spawnWorkflow(a!.system, a!.stores, waitsForHuman, { owner: 'owner-a', leaseMs: LEASE_MS, table })
@@ -101,12 +109,8 @@ t.test('two owners on one Postgres runs table: a live lease is left alone; a lap
   t.match(await row(run.runId), { status: 'completed', lease_owner: null, lease_epoch: 2 })
 })
 
-t.test('claiming is a compare-and-set on owner and epoch: of two owners claiming from the same read, exactly one wins', { skip }, async t => {
-  const table = freshTable()
-  const storeA = new RunStore(a!.stores.runs, table)
-  const storeB = new RunStore(b!.stores.runs, table)
-  await storeA.create()
-  await storeB.create()
+t.test('claiming is a compare-and-set on owner, epoch and expiry: of two owners claiming from the same read, exactly one wins', { skip }, async t => {
+  const { storeA, storeB } = await sharedTable()
   const now = Date.now()
   const lapsed = newRunRow({ runId: 'run-contended', workflow: 'waitsForHuman', sessionId: 'session-contended', startEvent: {}, initialState: '', owner: 'owner-gone', epoch: 3, leaseMs: -1, deadline: null, at: now })
   t.equal(await storeA.insertRun(lapsed), true)
@@ -123,11 +127,7 @@ t.test(
   'a claim from a row read before the holder renewed its lease is refused: the lease it saw lapse is live again',
   { skip },
   async t => {
-    const table = freshTable()
-    const storeA = new RunStore(a!.stores.runs, table)
-    const storeB = new RunStore(b!.stores.runs, table)
-    await storeA.create()
-    await storeB.create()
+    const { table, storeA, storeB } = await sharedTable()
     const refA = await spawnWorkflow(a!.system, a!.stores, waitsForHuman, { owner: 'owner-a', leaseMs: LEASE_MS, table })
     t.teardown(() => a!.system.stop(refA))
     const { run } = await startRun(refA, {})
