@@ -1,4 +1,4 @@
-import type { ActorSystem, Supervisor, SupervisorSpec } from '../actor/index.js'
+import type { ActorRef, ActorSystem, Supervisor, SupervisorSpec } from '../actor/index.js'
 import { backendFamily, type StackConfig } from '../config/index.js'
 import { kvStore, type KvStoreArgs } from '../../actors/stores/kv-store.js'
 import { tableStore, type TableStoreArgs } from '../../actors/stores/table-store.js'
@@ -24,6 +24,13 @@ export function storesSupervisorSpec(config: StackConfig): SupervisorSpec {
         : { ...common, behavior: tableStore, args: { name, config: backend } as TableStoreArgs }
     }),
   }
+}
+
+/** The store actor of `backend`, started by startStores; throws if it is not there. */
+export async function storeRef<M>(system: ActorSystem, backend: string): Promise<ActorRef<M>> {
+  const ref = await system.lookup<M>(storeActorName(backend))
+  if (ref === undefined) throw new Error(`actor '${storeActorName(backend)}' did not start`)
+  return ref
 }
 
 export function startStores(system: ActorSystem, config: StackConfig): Promise<Supervisor> {

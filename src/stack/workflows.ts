@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url'
 import type { ActorChildSpec, ActorRef, ActorSystem, SupervisorSpec } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig, type StackConfig, type WorkflowConfig } from '../config/index.js'
 import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
-import { storeActorName } from './stores.js'
+import { storeRef } from './stores.js'
 import { isWorkflow } from '../../actors/workflows/define.js'
 import type { WorkflowActorArgs, WorkflowMessage } from '../../actors/workflows/protocol.js'
 import { workflowActor } from '../../actors/workflows/workflow-actor.js'
@@ -192,10 +192,4 @@ export async function startWorkflows(system: ActorSystem, config: StackConfig, r
   const refs: WorkflowRefs = { runs: await storeRef<TableMessage>(system, runs.backend), ...(sessionsRef === undefined ? {} : { sessions: sessionsRef }), models }
   const supervisor = await system.supervise(workflowsSupervisorSpec(resolved, config, refs), { id: 'workflows' })
   return resolved.map(workflow => ({ name: workflow.name, url: workflow.url, exportName: workflow.exportName, ref: supervisor.child<WorkflowMessage>(workflowActorName(workflow.name)) }))
-}
-
-async function storeRef<M>(system: ActorSystem, backend: string): Promise<ActorRef<M>> {
-  const ref = await system.lookup<M>(storeActorName(backend))
-  if (ref === undefined) throw new Error(`actor '${storeActorName(backend)}' did not start`)
-  return ref
 }

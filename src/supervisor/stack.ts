@@ -4,7 +4,7 @@ import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
 import { ApiServer, type TlsFiles } from '../server/server.js'
 import { providerActorName, resolveProviders, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
-import { startStores, storeActorName } from '../stack/stores.js'
+import { startStores, storeRef } from '../stack/stores.js'
 import { resolveWorkflows, startWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
 import { modelsRoutingTable, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
 import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
@@ -136,8 +136,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
     entries.push({ providerId: provider.providerId, providerType: provider.spec.type, api: provider.api, ref: await mustLookup<InferenceMessage>(system, providerActorName(provider.providerId)) })
   }
   const { metadata, inference, conversations: conversationsRef } = config.storage.stores
-  const storeRef = <M>(backend: string): Promise<ActorRef<M>> => mustLookup<M>(system, storeActorName(backend))
-  const metadataArgs = metadata === undefined ? undefined : { store: await storeRef<KvMessage>(metadata.backend), namespace: metadata.namespace }
+  const metadataArgs = metadata === undefined ? undefined : { store: await storeRef<KvMessage>(system, metadata.backend), namespace: metadata.namespace }
   if (metadataArgs === undefined) log.warn('no storage.stores.metadata: registered models are kept in memory only')
 
   await system.supervise(
@@ -164,7 +163,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
                 id: 'inference-store',
                 name: 'inference-store',
                 behavior: inferenceStore,
-                args: { store: await storeRef<TableMessage>(inference.backend), table: inference.table_name, maxQueue: inference.max_write_queue_size, writers: inference.num_writers },
+                args: { store: await storeRef<TableMessage>(system, inference.backend), table: inference.table_name, maxQueue: inference.max_write_queue_size, writers: inference.num_writers },
                 placement: 'main' as const,
                 restart: 'permanent' as const,
                 shutdownMs: drainMs,
@@ -177,7 +176,7 @@ export async function startStack(system: ActorSystem, loaded: LoadedConfig, log:
                 id: 'conversations',
                 name: 'conversations',
                 behavior: conversations,
-                args: { store: await storeRef<TableMessage>(conversationsRef.backend), table: conversationsRef.table_name },
+                args: { store: await storeRef<TableMessage>(system, conversationsRef.backend), table: conversationsRef.table_name },
                 placement: 'main' as const,
                 restart: 'permanent' as const,
                 shutdownMs: drainMs,
