@@ -23,6 +23,8 @@ export interface CellHost {
   end(to: number, correlation: number): void
   fail(to: number, correlation: number, error: ActorErrorData): void
   deadLetter(target: string, message: unknown, code: string): void
+  /** A message the actor will not handle, for its sender to hold until the actor's next incarnation. */
+  returnUnhandled(kind: number, slot: number, generation: number, to: number, correlation: number, deadline: number, payload: unknown): void
   /** The actor can take no messages until its supervisor decides: mark it restarting. */
   unavailable(cell: ActorCell): void
   /** The cell stopped or crashed and holds nothing any more. */
@@ -54,8 +56,10 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
  * in a tight loop with no promise per message.
  *
  * A thrown ActorError rejects that one message and the actor carries on. Anything else thrown
- * is a crash: the asker gets `crashed` with the thrown message, every other ask queued or in
- * flight gets `crashed` at once, queued tells become dead letters, and the supervisor decides.
+ * is a crash: the asker gets `crashed` with the thrown message, every other ask in flight gets
+ * `crashed` at once (it may have had effects), and the supervisor decides. What is still queued
+ * was never handled: it goes back to its senders, who send it again to the next incarnation, as
+ * Akka keeps a mailbox across a restart. So does the queue of an actor stopped to be restarted.
  */
 export class ActorCell {
   readonly slot: number
@@ -67,6 +71,7 @@ export class ActorCell {
   handled = 0
   /** The actor asked to stop (ctx.stop()), as opposed to being stopped by its supervisor. */
   stoppedItself = false
+  private stopReason: StopReason | undefined
 
   private readonly definition: BehaviorDefinition<unknown, unknown, unknown>
   private readonly mailbox: Mailbox
@@ -124,6 +129,11 @@ export class ActorCell {
     return this.context.log
   }
 
+  /** Taking no messages, but another incarnation follows: crashed, or stopping to be restarted. */
+  get restarting(): boolean {
+    return this.status === 'crashed' || (this.status === 'stopping' && this.stopReason === 'restart')
+  }
+
   /** Runs init; messages delivered meanwhile wait in the mailbox. Throws what init threw. */
   start(args: unknown): Promise<void> {
     const init = this.init(args)
@@ -139,8 +149,10 @@ export class ActorCell {
       this.state = this.definition.init ? await this.definition.init(args, this.context) : undefined
     } catch (error) {
       this.status = 'crashed'
+      this.host.unavailable(this)
       this.controller.abort()
-      this.failQueued({ code: 'crashed', message: `${this.label} failed to start: ${describeThrown(error)}` }, 'crashed')
+      // Sent while init ran: they wait for the supervisor's next attempt, or fail if it gives up.
+      this.returnQueued()
       throw error
     }
     this.status = 'running'
@@ -185,7 +197,8 @@ export class ActorCell {
   /**
    * Graceful stop: no new messages; in-flight ones get `drainMs` to finish, then their signals
    * abort and their callers get `stopped`; queued asks get `stopped`, queued tells become dead
-   * letters; then the stop hook runs.
+   * letters (or, when stopping to restart, all go back to their senders to wait for the next
+   * incarnation); then the stop hook runs.
    */
   stop(reason: StopReason, drainMs: number): Promise<void> {
     this.stopping ??= this.stopGracefully(reason, drainMs)
@@ -196,8 +209,13 @@ export class ActorCell {
     if (this.status === 'starting') await this.initialised // the stop hook needs the state init builds
     if (this.status !== 'running') return
     this.status = 'stopping'
+    this.stopReason = reason
     this.stopRequested.cancel()
-    this.failQueued({ code: 'stopped', message: `${this.label} stopped before handling the message` }, 'stopped')
+    if (reason === 'restart') {
+      // Senders hold new messages from now on, instead of sending them to a cell that refuses them.
+      this.host.unavailable(this)
+      this.returnQueued()
+    } else this.failQueued({ code: 'stopped', message: `${this.label} stopped before handling the message` }, 'stopped')
     if (this.active > 0) {
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
@@ -396,9 +414,8 @@ export class ActorCell {
     this.stopRequested.cancel()
     this.controller.abort()
     if (culprit !== undefined) this.host.fail(culprit.from, culprit.correlation, { code: 'crashed', message: describeThrown(error) })
-    const failure: ActorErrorData = { code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` }
-    this.failInvocations(failure)
-    this.failQueued(failure, 'crashed')
+    this.failInvocations({ code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` })
+    this.returnQueued()
     this.log.error({ err: error }, 'actor crashed')
     void this.runStopHook('crash').finally(() => this.host.exited(this, 'crash', error))
   }
@@ -409,6 +426,13 @@ export class ActorCell {
       this.host.fail(invocation.from, invocation.correlation, failure)
     }
     this.invocations.clear()
+  }
+
+  private returnQueued(): void {
+    const mailbox = this.mailbox
+    while (mailbox.take()) {
+      this.host.returnUnhandled(mailbox.kind, this.slot, this.generation, mailbox.from, mailbox.correlation, mailbox.deadline, mailbox.payload)
+    }
   }
 
   private failQueued(failure: ActorErrorData, deadLetterCode: string): void {

@@ -6,6 +6,9 @@
  *
  * A ref is (slot, generation). The generation changes only when a slot is reused for a new
  * actor, never on restart, which is what keeps a ref valid across its actor's restarts.
+ *
+ * Every change of a location is notified on its word, so a thread holding messages for an
+ * actor that is restarting learns it is back without polling for it (see restart-wait.ts).
  */
 export const LOCATION_FREE = -1
 export const LOCATION_RESTARTING = -2
@@ -49,7 +52,19 @@ export class ActorDirectory {
   /** Publishes a location for (slot, generation); ignored if the slot has moved on. */
   publish(slot: number, generation: number, location: number): void {
     const base = slot * WORDS_PER_SLOT
-    if (Atomics.load(this.words, base) === generation) Atomics.store(this.words, base + 1, location)
+    if (Atomics.load(this.words, base) !== generation) return
+    Atomics.store(this.words, base + 1, location)
+    Atomics.notify(this.words, base + 1)
+  }
+
+  /**
+   * Resolves once the location word of `slot` no longer reads `seen` (a publish notifies it),
+   * or after `timeoutMs`; undefined when it already reads something else. A pending wait does
+   * not keep the process alive.
+   */
+  whenMoved(slot: number, seen: number, timeoutMs: number): Promise<unknown> | undefined {
+    const waiting = Atomics.waitAsync(this.words, slot * WORDS_PER_SLOT + 1, seen, timeoutMs)
+    return waiting.async ? waiting.value : undefined
   }
 
   /** Main thread only: starts a new generation on a free slot. */
@@ -58,6 +73,7 @@ export class ActorDirectory {
     const generation = (Atomics.load(this.words, base) + 1) | 0
     Atomics.store(this.words, base + 1, LOCATION_RESTARTING)
     Atomics.store(this.words, base, generation)
+    Atomics.notify(this.words, base + 1)
     return generation
   }
 }

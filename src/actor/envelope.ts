@@ -24,6 +24,12 @@ export const Kind = {
   credit: 9,
   /** Kernel traffic: spawn, stop, thread down, lookups. Jumps every user queue. */
   system: 10,
+  /**
+   * A tell, ask or stream open handed back unhandled because its actor is restarting (it
+   * crashed or is being restarted with it queued, or the message arrived meanwhile); payload is
+   * [kind, message]. The sender holds it and sends it again to the actor's next incarnation.
+   */
+  returned: 11,
 } as const
 
 export type Kind = (typeof Kind)[keyof typeof Kind]

@@ -7,7 +7,7 @@ export const KERNEL_ERROR_CODES = {
   timeout: 'the ask did not get a reply within its timeoutMs',
   cancelled: 'the caller aborted the ask or stream through its AbortSignal, or broke out of the stream',
   backpressure: "the target actor's mailbox is full",
-  restarting: 'the target actor is restarting or backing off; retry later',
+  restarting: "the target actor was still restarting or backing off at the ask's deadline, or too many messages already wait for it; retry later",
   crashed: 'the target actor (or its worker thread) died while the message was in flight',
   stopped: 'the target actor stopped before it handled the message',
   no_such_actor: 'no live actor answers to that ref or name',

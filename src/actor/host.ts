@@ -1,6 +1,6 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { Logger } from 'pino'
-import { PendingAsks } from './ask.js'
+import { NOT_SENT, PendingAsks } from './ask.js'
 import { isCancelled, whenCancelled } from './cancel.js'
 import type { Behavior, StopReason } from './behavior.js'
 import { ActorCell, type CellHost } from './cell.js'
@@ -11,6 +11,7 @@ import { FIELDS_PER_ENVELOPE, F_CORRELATION, F_DEADLINE, F_GENERATION, F_KIND, F
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { Link, type LinkControl, type LinkEvents, type LinkRings } from './link.js'
 import { ActorRef, type AskOptions, type MessageRouter, type StreamOptions } from './ref.js'
+import { MAX_HELD_PER_ACTOR, RestartWaits, locationError, type HeldMessage, type HeldMessageRouter } from './restart-wait.js'
 import { DEFAULT_STREAM_WINDOW, StreamConsumer, type StreamConsumerHost } from './stream.js'
 import type { SystemHandle } from './system-handle.js'
 
@@ -64,12 +65,9 @@ export interface HostStats {
   readonly actors: Array<{ slot: number; status: string; mailboxDepth: number; messagesHandled: number }>
   readonly deadLetters: { total: number; byCode: Record<string, number> }
   readonly pendingAsks: number
+  /** Messages this thread holds for actors that are restarting. */
+  readonly heldForRestart: number
 }
-
-const locationError = (location: number, label: string): ActorErrorData =>
-  location === LOCATION_RESTARTING
-    ? { code: 'restarting', message: `${label} is restarting` }
-    : { code: 'no_such_actor', message: `${label} is not running` }
 
 const labelOf = (ref: ActorRef<unknown>): string => ref.name ?? `#${ref.slot}`
 
@@ -77,8 +75,12 @@ const labelOf = (ref: ActorRef<unknown>): string => ref.name ?? `#${ref.slot}`
  * The actor runtime of one thread: it routes messages to where the directory says an actor
  * lives (straight into a local mailbox, or onto the link to another thread), hosts the cells
  * of the actors placed here, and settles the asks and streams this thread is waiting on.
+ *
+ * A message for an actor that is restarting waits on this thread, its sender's, and goes to the
+ * new incarnation (restart-wait.ts); so do the messages a crashed or restarting actor hands
+ * back unhandled. Only an actor gone for good fails them at once.
  */
-export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamConsumerHost, LinkEvents {
+export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamConsumerHost, LinkEvents, HeldMessageRouter {
   readonly threadId: number
   readonly directory: ActorDirectory
   readonly log: Logger
@@ -97,6 +99,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   private readonly cells = new Map<number, ActorCell>()
   private readonly asks = new PendingAsks()
   private readonly consumers = new Map<number, StreamConsumer<unknown>>()
+  private readonly waits: RestartWaits
   private lastCorrelation = 0
   private shutDown = false
 
@@ -109,6 +112,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.spinAlways = options.spinAfterSend === 'always'
     this.deadLetters = new DeadLetters(options.log)
     this.codec = new EnvelopeCodec(this)
+    this.waits = new RestartWaits(options.directory, this)
     this.system = options.system(this)
   }
 
@@ -120,8 +124,11 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
 
   tell(ref: ActorRef, msg: unknown): void {
     const location = this.directory.locate(ref.slot, ref.generation)
-    if (location < 0) this.deadLetters.record(labelOf(ref), msg, locationError(location, '').code)
-    else this.dispatch(location, Kind.tell, ref, 0, NO_DEADLINE, msg)
+    if (location >= 0 && !this.waits.holds(ref.slot, ref.generation)) this.dispatch(location, Kind.tell, ref.slot, ref.generation, 0, NO_DEADLINE, msg)
+    else if (!this.mayWait(location)) this.deadLetters.record(labelOf(ref), msg, locationError(location, '').code)
+    else if (!this.waits.hold(this.heldMessage(Kind.tell, ref.slot, ref.generation, labelOf(ref), 0, NO_DEADLINE, msg), false)) {
+      this.deadLetters.record(labelOf(ref), msg, this.notHeld(labelOf(ref)).code)
+    }
   }
 
   ask<R>(ref: ActorRef, msg: unknown, options: AskOptions | undefined): Promise<R> {
@@ -129,14 +136,35 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     if (!(timeoutMs > 0)) return Promise.reject(new TypeError(`ask: timeoutMs must be a positive number, got ${timeoutMs}`))
     if (isCancelled(options)) return Promise.reject(new ActorError('cancelled', `ask to ${labelOf(ref)} was cancelled before it was sent`))
     const location = this.directory.locate(ref.slot, ref.generation)
-    if (location < 0) return Promise.reject(ActorError.fromData(locationError(location, labelOf(ref))))
+    // Away: restarting, or messages held for it here already, which this one must not overtake.
+    const away = location < 0 || this.waits.holds(ref.slot, ref.generation)
+    if (away && !this.mayWait(location)) return Promise.reject(ActorError.fromData(locationError(location, labelOf(ref))))
     const correlation = this.nextCorrelation()
     const deadline = Number.isFinite(timeoutMs) ? Date.now() + timeoutMs : NO_DEADLINE
-    const reply = this.asks.register<R>(correlation, location, labelOf(ref), timeoutMs, options, abandoned =>
-      this.sendCancel(location, ref.slot, ref.generation, abandoned),
+    const reply = this.asks.register<R>(correlation, away ? NOT_SENT : location, labelOf(ref), timeoutMs, options, (abandoned, thread) =>
+      this.sendCancel(thread, ref.slot, ref.generation, abandoned),
     )
-    this.dispatch(location, Kind.ask, ref, correlation, deadline, msg)
+    if (!away) this.dispatch(location, Kind.ask, ref.slot, ref.generation, correlation, deadline, msg)
+    else if (!this.waits.hold(this.heldMessage(Kind.ask, ref.slot, ref.generation, labelOf(ref), correlation, deadline, msg), false)) {
+      this.asks.reject(correlation, ActorError.fromData(this.notHeld(labelOf(ref))))
+    }
     return reply
+  }
+
+  /** Whether a message to `location` may wait for its actor: it is restarting, or messages wait for it already. */
+  private mayWait(location: number): boolean {
+    return location >= 0 || location === LOCATION_RESTARTING
+  }
+
+  /** Why a message for a restarting actor could not be held: as if it had not been tried. */
+  private notHeld(label: string): ActorErrorData {
+    if (this.shutDown) return { code: 'stopped', message: 'the actor system shut down' }
+    return { code: 'restarting', message: `${label} is restarting, and ${MAX_HELD_PER_ACTOR} messages already wait for it here` }
+  }
+
+  private heldMessage(kind: number, slot: number, generation: number, label: string, correlation: number, deadline: number, payload: unknown): HeldMessage {
+    const expiresAt = kind === Kind.ask ? Infinity : Date.now() + this.askTimeoutMs
+    return { kind, slot, generation, label, correlation, deadline, payload, expiresAt }
   }
 
   stream<C>(ref: ActorRef, msg: unknown, options: StreamOptions | undefined): AsyncIterable<C> {
@@ -147,8 +175,9 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     const window = options?.window ?? DEFAULT_STREAM_WINDOW
     if (!Number.isInteger(window) || window < 1) throw new TypeError(`stream: window must be a positive integer, got ${window}`)
     const location = this.directory.locate(ref.slot, ref.generation)
-    const consumer = new StreamConsumer<C>(this.nextCorrelation(), location, ref.slot, ref.generation, window, this)
-    if (location < 0) consumer.fail(ActorError.fromData(locationError(location, labelOf(ref))))
+    const away = location < 0 || this.waits.holds(ref.slot, ref.generation)
+    const consumer = new StreamConsumer<C>(this.nextCorrelation(), away ? NOT_SENT : location, ref.slot, ref.generation, window, this)
+    if (!this.mayWait(location)) consumer.fail(ActorError.fromData(locationError(location, labelOf(ref))))
     else if (isCancelled(options)) consumer.fail(new ActorError('cancelled', `stream from ${labelOf(ref)} was cancelled before it opened`))
     if (consumer.done) return consumer
     const unsubscribe = whenCancelled(options, () => {
@@ -158,7 +187,10 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     })
     if (unsubscribe !== undefined) consumer.onFinish(unsubscribe)
     this.consumers.set(consumer.correlation, consumer as StreamConsumer<unknown>)
-    this.dispatch(location, Kind.stream, ref, consumer.correlation, NO_DEADLINE, [window, msg])
+    if (!away) this.dispatch(location, Kind.stream, ref.slot, ref.generation, consumer.correlation, NO_DEADLINE, [window, msg])
+    else if (!this.waits.hold(this.heldMessage(Kind.stream, ref.slot, ref.generation, labelOf(ref), consumer.correlation, NO_DEADLINE, [window, msg]), false)) {
+      this.settleError(consumer.correlation, this.notHeld(labelOf(ref)))
+    }
     return consumer
   }
 
@@ -186,14 +218,14 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     return this.lastCorrelation
   }
 
-  private dispatch(location: number, kind: number, ref: ActorRef, correlation: number, deadline: number, payload: unknown): void {
-    if (location === this.threadId) this.deliverHere(kind, ref.slot, ref.generation, this.threadId, correlation, deadline, payload)
-    else this.sendTo(location, kind, ref.slot, ref.generation, correlation, deadline, payload)
+  private dispatch(location: number, kind: number, slot: number, generation: number, correlation: number, deadline: number, payload: unknown): void {
+    if (location === this.threadId) this.deliverHere(kind, slot, generation, this.threadId, correlation, deadline, payload)
+    else this.sendTo(location, kind, slot, generation, correlation, deadline, payload)
   }
 
   private sendCancel(location: number, slot: number, generation: number, correlation: number): void {
     if (location === this.threadId) this.cells.get(slot)?.cancel(this.threadId, correlation)
-    else this.sendTo(location, Kind.cancel, slot, generation, correlation, NO_DEADLINE, null)
+    else if (location !== NOT_SENT) this.sendTo(location, Kind.cancel, slot, generation, correlation, NO_DEADLINE, null)
   }
 
   private sendTo(thread: number, kind: number, target: number, generation: number, correlation: number, deadline: number, payload: unknown): void {
@@ -217,7 +249,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     const error = { code: 'crashed', message: `thread ${thread} is gone` }
     if (kind === Kind.tell) this.deadLetters.record(`#${target}`, payload, 'crashed')
     else if ((kind === Kind.ask || kind === Kind.stream || kind === Kind.system) && correlation !== 0) this.settleError(correlation, error)
-    // Replies, chunks, credits and cancels for a dead thread have no one left to read them.
+    // Replies, chunks, credits, cancels and returned messages for a dead thread have no one left to read them.
   }
 
   // ---- receiving -----------------------------------------------------------------------
@@ -255,33 +287,37 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
         case Kind.system:
           this.handleKernelOp(peer, correlation, payload as KernelOp)
           break
+        case Kind.returned: {
+          const [returnedKind, message] = payload as [number, unknown]
+          this.takeBack(returnedKind, target, fields[i + F_GENERATION] as number, correlation, fields[i + F_DEADLINE] as number, message)
+          break
+        }
         default:
           this.log.error({ kind, peer }, 'envelope of unknown kind dropped')
       }
     }
   }
 
+  /**
+   * A message for an actor that is restarting, or has moved to another thread, goes back to its
+   * sender, which holds it for the actor's next incarnation; only one gone for good is refused.
+   */
   private deliverHere(kind: number, slot: number, generation: number, from: number, correlation: number, deadline: number, payload: unknown): void {
     const cell = this.cells.get(slot)
     if (cell !== undefined && cell.generation === generation) {
       if (cell.deliver(kind, payload, from, correlation, deadline)) return
-      this.refuse(kind, from, correlation, cell.label, payload, this.refusal(cell))
+      if (cell.restarting) this.returnUnhandled(kind, slot, generation, from, correlation, deadline, payload)
+      else this.refuse(kind, from, correlation, cell.label, payload, this.refusal(cell))
     } else {
       const location = this.directory.locate(slot, generation)
-      this.refuse(kind, from, correlation, `#${slot}`, payload, locationError(location === this.threadId ? LOCATION_RESTARTING : location, `#${slot}`))
+      if (this.mayWait(location)) this.returnUnhandled(kind, slot, generation, from, correlation, deadline, payload)
+      else this.refuse(kind, from, correlation, `#${slot}`, payload, locationError(location, `#${slot}`))
     }
   }
 
   private refusal(cell: ActorCell): ActorErrorData {
-    switch (cell.status) {
-      case 'starting':
-      case 'running':
-        return { code: 'backpressure', message: `${cell.label}'s mailbox is full` }
-      case 'crashed':
-        return { code: 'restarting', message: `${cell.label} crashed and is restarting` }
-      default:
-        return { code: 'stopped', message: `${cell.label} is stopping` }
-    }
+    if (cell.status === 'starting' || cell.status === 'running') return { code: 'backpressure', message: `${cell.label}'s mailbox is full` }
+    return { code: 'stopped', message: `${cell.label} is stopping` }
   }
 
   private refuse(kind: number, from: number, correlation: number, label: string, payload: unknown, error: ActorErrorData): void {
@@ -307,6 +343,11 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
         // The chunk's target field carries the producing actor, so the stream can be stopped too.
         this.cells.get(target)?.cancel(peer, correlation)
         this.sendTo(peer, Kind.error, 0, 0, correlation, NO_DEADLINE, { code: 'bad_message', message: `stream chunk could not be encoded: ${reason}` })
+        break
+      case Kind.returned:
+        // A tell handed back carries no correlation; an ask or stream is failed at its sender.
+        if (correlation === 0) this.deadLetters.record(`#${target}`, undefined, 'bad_message')
+        else this.sendTo(peer, Kind.error, 0, 0, correlation, NO_DEADLINE, error)
         break
       default:
         this.log.error({ kind, peer, reason }, 'kernel envelope could not be encoded')
@@ -369,6 +410,12 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.deadLetters.record(target, message, code)
   }
 
+  /** Hands a message its actor did not handle back to the thread that sent it, to wait there. */
+  returnUnhandled(kind: number, slot: number, generation: number, to: number, correlation: number, deadline: number, payload: unknown): void {
+    if (to === this.threadId) this.takeBack(kind, slot, generation, correlation, deadline, payload)
+    else this.sendTo(to, Kind.returned, slot, generation, correlation, deadline, [kind, payload])
+  }
+
   unavailable(cell: ActorCell): void {
     this.directory.publish(cell.slot, cell.generation, LOCATION_RESTARTING)
   }
@@ -384,12 +431,45 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
 
   credit(consumer: StreamConsumer<unknown>, n: number): void {
     if (consumer.producerThread === this.threadId) this.cells.get(consumer.slot)?.credit(this.threadId, consumer.correlation, n)
-    else this.sendTo(consumer.producerThread, Kind.credit, consumer.slot, consumer.generation, consumer.correlation, NO_DEADLINE, n)
+    else if (consumer.producerThread !== NOT_SENT) {
+      this.sendTo(consumer.producerThread, Kind.credit, consumer.slot, consumer.generation, consumer.correlation, NO_DEADLINE, n)
+    }
   }
 
   cancel(consumer: StreamConsumer<unknown>): void {
     this.consumers.delete(consumer.correlation)
     this.sendCancel(consumer.producerThread, consumer.slot, consumer.generation, consumer.correlation)
+  }
+
+  // ---- HeldMessageRouter: messages waiting for a restart ---------------------------------
+
+  /** A message handed back unhandled: the sender holds it, unless its caller has given up on it. */
+  private takeBack(kind: number, slot: number, generation: number, correlation: number, deadline: number, payload: unknown): void {
+    if (kind === Kind.ask && !this.asks.moveTo(correlation, NOT_SENT)) return
+    if (kind === Kind.stream) {
+      const consumer = this.consumers.get(correlation)
+      if (consumer === undefined) return
+      consumer.producerThread = NOT_SENT
+    }
+    const held = this.heldMessage(kind, slot, generation, `#${slot}`, correlation, deadline, payload)
+    if (!this.waits.hold(held, true)) this.abandon(held, this.notHeld(held.label))
+  }
+
+  wanted(message: HeldMessage): boolean {
+    if (message.kind === Kind.ask) return this.asks.has(message.correlation)
+    if (message.kind === Kind.stream) return this.consumers.has(message.correlation)
+    return true
+  }
+
+  resend(message: HeldMessage, location: number): void {
+    if (message.kind === Kind.ask) this.asks.moveTo(message.correlation, location)
+    else if (message.kind === Kind.stream) this.consumers.get(message.correlation)!.producerThread = location
+    this.dispatch(location, message.kind, message.slot, message.generation, message.correlation, message.deadline, message.payload)
+  }
+
+  abandon(message: HeldMessage, error: ActorErrorData): void {
+    if (message.kind === Kind.tell) this.deadLetters.record(message.label, message.payload, error.code)
+    else this.settleError(message.correlation, error)
   }
 
   // ---- hosting -------------------------------------------------------------------------
@@ -480,6 +560,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
       })),
       deadLetters: this.deadLetters.snapshot(),
       pendingAsks: this.asks.size,
+      heldForRestart: this.waits.size,
     }
   }
 
@@ -489,6 +570,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     this.shutDown = true
     for (const link of this.links.values()) link.close()
     this.links.clear()
+    this.waits.close()
     const stopped = (): ActorError => new ActorError('stopped', 'the actor system shut down')
     this.asks.rejectAll(stopped)
     for (const consumer of this.consumers.values()) consumer.fail(stopped())

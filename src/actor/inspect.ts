@@ -29,6 +29,8 @@ export interface ThreadInfo {
   readonly kind: string
   readonly actors: number
   readonly pendingAsks: number
+  /** Messages the thread holds for actors that are restarting, to send once they run again. */
+  readonly heldForRestart: number
   readonly deadLetters: { total: number; byCode: Record<string, number> }
 }
 
@@ -77,6 +79,7 @@ export function describeTree(root: Supervisor, perThread: readonly HostStats[], 
       kind: kinds.get(stats.thread) ?? 'unknown',
       actors: stats.actors.length,
       pendingAsks: stats.pendingAsks,
+      heldForRestart: stats.heldForRestart,
       deadLetters: stats.deadLetters,
     })),
     deadLetters: perThread.reduce((sum, stats) => sum + stats.deadLetters.total, 0),

@@ -2,11 +2,11 @@ import { MessageChannel, type MessagePort, type ResourceLimits } from 'node:work
 import * as Comlink from 'comlink'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import { Piscina } from 'piscina'
-import type { Level } from 'pino'
 import { ActorError } from './errors.js'
 import type { ActorHost, HostStats } from './host.js'
 import { createLinkRings, type LinkRings } from './link.js'
 import { withTimeout } from './timeout.js'
+import type { LogLevel } from './system-options.js'
 import type { HostAdmin, HostThreadInit } from './worker-host.js'
 
 /** How long a worker gets to answer an admin call or a shutdown before it is counted as stuck. */
@@ -44,7 +44,8 @@ export class HostThread {
 
 export interface WorkerThreadsOptions {
   readonly host: ActorHost
-  readonly logLevel: Level | 'silent'
+  /** The level workers start with; setLogLevel changes it for the live ones and those started later. */
+  readonly logLevel: LogLevel
   readonly askTimeoutMs: number
   readonly resourceLimits: ResourceLimits | undefined
   /** Node flags for the worker threads; by default they inherit this process's. */
@@ -66,8 +67,11 @@ export class WorkerThreads {
   private pool: Piscina | undefined
   private nextThreadId = 1
   private closing = false
+  private logLevel: LogLevel
 
-  constructor(private readonly options: WorkerThreadsOptions) {}
+  constructor(private readonly options: WorkerThreadsOptions) {
+    this.logLevel = options.logLevel
+  }
 
   async startPool(size: number): Promise<void> {
     if (size === 0) return
@@ -110,6 +114,23 @@ export class WorkerThreads {
 
   threads(): HostThread[] {
     return [...this.live.values()]
+  }
+
+  /**
+   * Sets the level of every worker's logger: the live ones now (resolves once each applied it)
+   * and those started later, replacements included. A thread that dies meanwhile is skipped:
+   * its replacement starts at the new level.
+   */
+  async setLogLevel(level: LogLevel): Promise<void> {
+    this.logLevel = level
+    const { host } = this.options
+    await Promise.all(
+      this.threads().map(thread =>
+        host.askKernel(thread.threadId, { op: 'log_level', level }, ADMIN_TIMEOUT_MS).catch((error: unknown) => {
+          if (this.live.get(thread.threadId) === thread) throw error
+        }),
+      ),
+    )
   }
 
   /** The worker's handshake arrived: it is listening on all its links. */
@@ -168,7 +189,7 @@ export class WorkerThreads {
     const init: HostThreadInit = {
       threadId,
       directory: host.directory.buffer,
-      logLevel: this.options.logLevel,
+      logLevel: this.logLevel,
       askTimeoutMs: this.options.askTimeoutMs,
       mainPort: toMain.port2,
       mainRings: mainRings.b,

@@ -25,8 +25,11 @@ export class StreamConsumer<C> implements AsyncIterator<C> {
 
   constructor(
     readonly correlation: number,
-    /** The thread the producer runs on, so a dead thread can fail this stream at once. */
-    readonly producerThread: number,
+    /**
+     * The thread the producer runs on, so a dead thread can fail this stream at once; NOT_SENT
+     * while the open waits for its actor to restart, then the thread it was sent to.
+     */
+    public producerThread: number,
     readonly slot: number,
     readonly generation: number,
     readonly window: number,

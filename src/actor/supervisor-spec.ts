@@ -40,6 +40,16 @@ export interface SupervisorSpec {
   readonly children: readonly ChildSpec[]
 }
 
+/**
+ * What a deliberate restart (Supervisor.restartChild) changes in an actor child's spec. `args`
+ * replaces the args whenever the key is present, undefined included (a spec that no longer has
+ * any); `shutdownMs` bounds this restart's drain and every stop after it; undefined keeps it.
+ */
+export interface RestartChanges {
+  readonly args?: unknown
+  readonly shutdownMs?: number | undefined
+}
+
 export const DEFAULT_INTENSITY = 3
 export const DEFAULT_PERIOD_MS = 5000
 
@@ -67,5 +77,13 @@ export function validateSpec(id: string, spec: SupervisorSpec): void {
     if (child.restart !== undefined && !['permanent', 'transient', 'temporary'].includes(child.restart)) {
       throw new TypeError(`${where}: child '${child.id}' restart must be permanent, transient or temporary`)
     }
+  }
+}
+
+/** Checks restartChild's changes up front, naming the child and the field that is wrong. */
+export function validateRestartChanges(supervisorId: string, childId: string, changes: RestartChanges): void {
+  const { shutdownMs } = changes
+  if (shutdownMs !== undefined && !(typeof shutdownMs === 'number' && shutdownMs > 0)) {
+    throw new TypeError(`supervisor '${supervisorId}': restartChild('${childId}'): shutdownMs must be a positive number, got ${String(shutdownMs)}`)
   }
 }

@@ -6,17 +6,19 @@ import type { ActorRef } from './ref.js'
 import {
   DEFAULT_INTENSITY,
   DEFAULT_PERIOD_MS,
+  validateRestartChanges,
   validateSpec,
   type ActorChildSpec,
   type BackoffSpec,
   type ChildSpec,
+  type RestartChanges,
   type Strategy,
   type SupervisorChildSpec,
   type SupervisorSpec,
 } from './supervisor-spec.js'
 import type { RestartType } from './system-handle.js'
 
-export type { ActorChildSpec, BackoffSpec, ChildSpec, Strategy, SupervisorChildSpec, SupervisorSpec } from './supervisor-spec.js'
+export type { ActorChildSpec, BackoffSpec, ChildSpec, RestartChanges, Strategy, SupervisorChildSpec, SupervisorSpec } from './supervisor-spec.js'
 export { DEFAULT_INTENSITY, DEFAULT_PERIOD_MS } from './supervisor-spec.js'
 
 export type ChildStatus = 'idle' | 'running' | 'restarting' | 'stopping' | 'stopped' | 'failed'
@@ -29,8 +31,10 @@ export interface ChildHandle {
   restarts: number
   start(): Promise<void>
   stop(reason: StopReason): Promise<void>
-  /** Senders get `restarting` until start() runs again. */
+  /** Senders hold their messages (restart-wait.ts) until start() runs again. */
   markRestarting(): void
+  /** Applies a deliberate restart's changes before it stops; throws if they do not apply to this kind of child. */
+  reconfigure(changes: RestartChanges): void
   /** The child will not run again: free what it holds (its slot, its name). */
   release(): void
 }
@@ -150,6 +154,64 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.forget(child)
   }
 
+  /**
+   * Restarts child `id` in place, on purpose (its config changed, say): its ref and name stay,
+   * messages sent meanwhile wait for the new incarnation, and its siblings keep running whatever
+   * the strategy. It counts neither in `restarts` nor against intensity, which are about crashes.
+   * An actor child drains as a stop does (its stop hook sees 'restart', within shutdownMs) and
+   * is placed again with `changes` applied; a supervisor child restarts its whole subtree,
+   * children stopped in reverse order and started again in order. Resolves once it runs again.
+   * If the new incarnation fails to start this rejects, and the failure counts as a crash of the
+   * child: the usual restart, backoff and intensity follow, with the new args.
+   */
+  restartChild(id: string, changes: RestartChanges = {}): Promise<void> {
+    return this.inLine(async () => {
+      this.validateChanges(id, changes)
+      // Applied before the drain: a new shutdownMs bounds this one too.
+      await this.suspendNow(id, changes)
+      await this.resumeNow(id, {})
+    })
+  }
+
+  /**
+   * The first half of restartChild, for restarts that span supervisors (a store and the actors
+   * that use it): drains and stops child `id` as a restart does, leaving it `restarting`, so
+   * messages sent to it wait for resumeChild. Nothing restarts it meanwhile.
+   */
+  suspendChild(id: string): Promise<void> {
+    return this.inLine(() => this.suspendNow(id))
+  }
+
+  /** The second half: starts a suspended child again, with `changes`. Resolves once it runs. */
+  resumeChild(id: string, changes: RestartChanges = {}): Promise<void> {
+    return this.inLine(async () => {
+      this.validateChanges(id, changes)
+      await this.resumeNow(id, changes)
+    })
+  }
+
+  /**
+   * Changes a running actor child's settings for its next stop or restart without restarting
+   * it (a new drain deadline). Only `shutdownMs` applies to a running child.
+   */
+  updateChild(id: string, changes: Pick<RestartChanges, 'shutdownMs'>): void {
+    this.validateChanges(id, changes)
+    const child = this.children.find(c => c.id === id)
+    if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
+    child.reconfigure(changes)
+  }
+
+  /** Runs `work` in line with exits: a crash being handled finishes first, and none interleaves with it. */
+  private inLine(work: () => Promise<void>): Promise<void> {
+    const done = this.exits.then(work)
+    this.exits = done.catch(() => undefined)
+    return done
+  }
+
+  private validateChanges(id: string, changes: RestartChanges): void {
+    validateRestartChanges(this.id, id, changes)
+  }
+
   /** A child exited on its own: crashed, or stopped itself. Handled in arrival order. */
   childExited(child: ChildHandle, reason: 'crash' | 'normal', error: unknown): void {
     this.exits = this.exits
@@ -170,6 +232,42 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Stopped for good: release every child's slot and name. */
   release(): void {
     for (const child of this.children) child.release()
+  }
+
+  private async suspendNow(id: string, changes: RestartChanges = {}): Promise<void> {
+    const child = this.children.find(c => c.id === id)
+    if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
+    if (this.status !== 'running' || child.status !== 'running') {
+      const what = this.status !== 'running' ? `supervisor ${this.id} is ${this.status}` : `it is ${child.status}`
+      throw new ActorError('stopped', `cannot restart child '${id}' of supervisor ${this.id}: ${what}`)
+    }
+    child.reconfigure(changes)
+    child.status = 'restarting'
+    child.markRestarting()
+    try {
+      await child.stop('restart')
+    } catch (error) {
+      this.runtime.log.error({ err: error, supervisor: this.id, child: id }, 'child did not stop cleanly')
+    }
+  }
+
+  private async resumeNow(id: string, changes: RestartChanges): Promise<void> {
+    const child = this.children.find(c => c.id === id)
+    if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
+    if (this.status !== 'running' || child.status !== 'restarting') {
+      const what = this.status !== 'running' ? `supervisor ${this.id} is ${this.status}` : `it is ${child.status}, not suspended`
+      throw new ActorError('stopped', `cannot resume child '${id}' of supervisor ${this.id}: ${what}`)
+    }
+    child.reconfigure(changes)
+    try {
+      await this.startChild(child)
+    } catch (error) {
+      // As in onExit: a failed start is one more crash of that child.
+      child.status = 'running'
+      this.childExited(child, 'crash', error)
+      const code = error instanceof ActorError ? error.code : 'crashed'
+      throw new ActorError(code, `restart of child '${id}' of supervisor ${this.id} failed: ${describeThrown(error)}`, undefined, { cause: error })
+    }
   }
 
   private createChild(spec: ChildSpec): ChildHandle {
@@ -218,7 +316,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     const group = this.restartGroup(child)
     child.status = 'restarting'
-    child.markRestarting()
+    // Before the siblings drain: what is sent to them meanwhile waits for their next incarnation.
+    for (const member of group) member.markRestarting()
     await this.stopChildren(group.filter(c => c !== child && c.status === 'running'), 'restart')
     for (const member of group) {
       member.status = 'restarting'
@@ -333,6 +432,12 @@ export class SupervisorChild implements ChildHandle {
 
   markRestarting(): void {
     for (const child of this.supervisor.childHandles) child.markRestarting()
+  }
+
+  reconfigure(changes: RestartChanges): void {
+    if ('args' in changes || changes.shutdownMs !== undefined) {
+      throw new TypeError(`supervisor '${this.id}' is restarted as a whole subtree: args and shutdownMs apply to actor children only`)
+    }
   }
 
   release(): void {

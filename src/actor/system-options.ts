@@ -13,6 +13,10 @@ const resourceLimitsSchema = z
   .partial()
   .strict()
 
+/** The levels every thread's pino logger knows: a user's custom levels do not exist on the workers. */
+export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+export type LogLevel = z.infer<typeof logLevelSchema>
+
 export const startOptionsSchema = z
   .object({
     workers: z.number().int().min(0).max(1024).optional(),

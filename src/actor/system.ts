@@ -12,10 +12,10 @@ import { WorkerThreads, type HostThread } from './pool.js'
 import type { ActorRef } from './ref.js'
 import { DEFAULT_INTENSITY, DEFAULT_PERIOD_MS, Supervisor, type ActorChildSpec, type SupervisorSpec } from './supervisor.js'
 import type { SpawnOptions, SystemHandle } from './system-handle.js'
-import { parse, spawnOptionsSchema, startOptionsSchema, type ActorSystemOptions } from './system-options.js'
+import { logLevelSchema, parse, spawnOptionsSchema, startOptionsSchema, type ActorSystemOptions, type LogLevel } from './system-options.js'
 import { withTimeout } from './timeout.js'
 
-export type { ActorSystemOptions } from './system-options.js'
+export type { ActorSystemOptions, LogLevel } from './system-options.js'
 
 /** Past shutdownMs, how long a stop may still take before the actor is written off. */
 const STOP_GRACE_MS = 1000
@@ -77,7 +77,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     }
     this.threads = new WorkerThreads({
       host: this.host,
-      logLevel: this.log.level as 'info',
+      logLevel: this.log.level as LogLevel,
       askTimeoutMs,
       resourceLimits: options.resourceLimits,
       execArgv: options.execArgv,
@@ -141,6 +141,18 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     for (const answer of answers) if (answer.status === 'fulfilled') perThread.push(answer.value)
     const kinds = new Map<number, string>([[MAIN_THREAD, 'main'], ...workers.map(t => [t.threadId, t.kind] as [number, string])])
     return describeTree(this.root, perThread, kinds)
+  }
+
+  /**
+   * Changes the log level on every thread at runtime (a config reload, a debugging session):
+   * the system logger here, which the actors' loggers on this thread follow, and each worker's
+   * own logger, since a worker's lines arrive already filtered at its level. Workers started
+   * later start at it. Resolves once every live thread has applied it.
+   */
+  async setLogLevel(level: LogLevel): Promise<void> {
+    const parsed = parse(logLevelSchema, level, 'setLogLevel(level)')
+    this.log.level = parsed
+    await this.threads.setLogLevel(parsed)
   }
 
   /** Stops every actor and supervisor in reverse start order, then the worker threads. Idempotent. */

@@ -1,7 +1,7 @@
 import type { MessagePort } from 'node:worker_threads'
 import * as Comlink from 'comlink'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
-import { pino, type Level } from 'pino'
+import { pino } from 'pino'
 import { loadBehavior } from './behavior.js'
 import { ActorDirectory } from './directory.js'
 import { ActorError } from './errors.js'
@@ -9,12 +9,13 @@ import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js
 import type { LinkRings } from './link.js'
 import { MainThreadSystem } from './remote-system.js'
 import { describeFailure } from './failure.js'
+import { logLevelSchema, type LogLevel } from './system-options.js'
 
 /** What the main thread hands a worker once, as the payload of its long-lived piscina task. */
 export interface HostThreadInit {
   readonly threadId: number
   readonly directory: SharedArrayBuffer
-  readonly logLevel: Level | 'silent'
+  readonly logLevel: LogLevel
   readonly askTimeoutMs: number
   readonly mainPort: MessagePort
   readonly mainRings: LinkRings
@@ -69,6 +70,10 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
           })
           return null
         }
+        case 'log_level':
+          // The actors' loggers are children of this one and follow its level (pino 7+).
+          log.level = logLevelSchema.parse(op['level'])
+          return null
         case 'shutdown':
           // Close after this reply has been flushed to the main thread.
           setImmediate(() => {

@@ -70,7 +70,7 @@ t.test('a worker that runs out of memory is replaced and its actor restarts', as
   t.not(await whenRunning(() => hog.ask({ type: 'incarnation' } satisfies ProbeMessage)), first, 'a new incarnation on a new worker')
 })
 
-t.test('messages to a restarting actor get restarting, never silence', async t => {
+t.test('messages to a restarting actor wait for it, or fail with restarting at their deadline, never silence', async t => {
   const system = await startSystem(t)
   const sup = await system.supervise({
     strategy: 'one_for_one',
@@ -79,11 +79,14 @@ t.test('messages to a restarting actor get restarting, never silence', async t =
   })
   const ref = sup.child<ProbeMessage>('slow')
   await ref.ask({ type: 'throw', message: 'x' }).catch(() => undefined)
-  const error = await ref.ask({ type: 'echo', value: 1 }).catch((e: unknown) => e)
-  t.ok(error instanceof ActorError && error.code === 'restarting', 'ask refused with restarting')
-  ref.tell({ type: 'echo', value: 'dropped?' })
+  const error = await ref.ask({ type: 'echo', value: 1 }, { timeoutMs: 20 }).catch((e: unknown) => e)
+  t.ok(error instanceof ActorError && error.code === 'restarting', 'an ask whose deadline comes first fails with restarting')
+  ref.tell({ type: 'echo', value: 'held' })
   const snapshot = await system.inspect()
-  t.equal(snapshot.threads.find(thread => thread.thread === 0)?.deadLetters.byCode['restarting'], 1, 'the tell is a counted dead letter')
+  const main = snapshot.threads.find(thread => thread.thread === 0)
+  t.equal(main?.heldForRestart, 1, 'the tell is held on the sending thread')
+  t.equal(main?.deadLetters.total, 0, 'and is no dead letter')
+  t.equal(await ref.ask({ type: 'echo', value: 'back' }), 'back', 'an ask with time to wait is answered once it is back')
 })
 
 async function threadOf(system: Awaited<ReturnType<typeof startSystem>>, name: string): Promise<number | undefined> {

@@ -39,3 +39,15 @@ t.test('every thread sees the same directory through the shared buffer', async t
   directory.publish(slot, generation, 2)
   t.equal(view.locate(slot, generation), 2)
 })
+
+t.test('a publish wakes whoever waits for an actor to move; an actor already elsewhere needs no wait', async t => {
+  const directory = ActorDirectory.create(4)
+  const view = new ActorDirectory(directory.buffer)
+  const { slot, generation } = new SlotAllocator(directory).allocate()
+  t.equal(view.whenMoved(slot, 2, 60_000), undefined, 'the word does not read 2: nothing to wait for')
+  const moved = view.whenMoved(slot, LOCATION_RESTARTING, 60_000)
+  t.ok(moved, 'restarting: a wait')
+  directory.publish(slot, generation, 2)
+  t.equal(await moved, 'ok', 'woken by the publish, not by its timeout')
+  t.equal(view.locate(slot, generation), 2)
+})
