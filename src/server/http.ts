@@ -149,7 +149,9 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, where: 
  */
 export class SseWriter {
   constructor(private readonly res: ServerResponse) {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    // A draining server has set `connection: close` already: keep-alive must not override it.
+    const connection = res.hasHeader('connection') ? {} : { connection: 'keep-alive' }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...connection, 'x-accel-buffering': 'no' })
     res.flushHeaders()
   }
 

@@ -1,15 +1,20 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Cancellation } from '../actor/index.js'
+import { CancelSource, type Cancellation } from '../actor/index.js'
 
 /**
  * One request as handlers see it. It is the Cancellation of the asks made for it: they are
- * cancelled when the client goes away before the response is complete. The query is parsed on
- * first use.
+ * cancelled when the client goes away before the response is complete, or when the server
+ * cancels the request (`cancel`, at a drain's deadline). The query is parsed on first use.
  */
 export class ServedRequest implements Cancellation {
   params: Record<string, string> = {}
   readonly pathname: string
   readonly #search: string
+  /**
+   * Made on the first `onCancel` or `cancel`: one `close` listener per request, however many
+   * asks subscribe, and none for a request that asks nothing.
+   */
+  #source: CancelSource | undefined
 
   constructor(
     readonly req: IncomingMessage,
@@ -25,9 +30,13 @@ export class ServedRequest implements Cancellation {
     return new URLSearchParams(this.#search)
   }
 
-  /** Whether the client went away before the response was complete. */
+  /**
+   * Whether the client went away before the response was complete, or the server cancelled the
+   * request. Once the server has, it stays cancelled after the server's own answer completes:
+   * the handler must not answer too.
+   */
   get cancelled(): boolean {
-    return !this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed)
+    return this.#source?.cancelled === true || (!this.res.writableFinished && (this.res.destroyed || this.req.socket.destroyed))
   }
 
   onCancel(fn: () => void): () => void {
@@ -35,10 +44,26 @@ export class ServedRequest implements Cancellation {
       fn()
       return () => undefined
     }
-    const closed = (): void => {
-      if (!this.res.writableFinished) fn()
+    return this.#cancellation().onCancel(fn)
+  }
+
+  /**
+   * Cancels every ask made for this request, whatever state its response is in. The server
+   * answers the client itself afterwards: a response it completes would not look cancelled
+   * to a `close` listener, so this is the only way its asks learn of it.
+   */
+  cancel(): void {
+    this.#cancellation().cancel()
+  }
+
+  #cancellation(): CancelSource {
+    let source = this.#source
+    if (source === undefined) {
+      const created = (source = this.#source = new CancelSource())
+      this.res.once('close', () => {
+        if (!this.res.writableFinished) created.cancel()
+      })
     }
-    this.res.once('close', closed)
-    return () => this.res.off('close', closed)
+    return source
   }
 }

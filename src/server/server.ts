@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
 import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
@@ -16,12 +16,32 @@ import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
 import { ServedRequest } from './served-request.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
+import { adminRoutes, type AdminHooks } from './routes/admin.js'
 import { WorkflowsApi } from './routes/workflows.js'
 import { chatCompletionBody, completionBody, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
-export interface ApiDeps {
-  readonly system: ActorSystem
-  readonly models: ActorRef<ModelsMessage>
+/**
+ * What `configure` replaces while the server runs. It is always the whole set: a field left
+ * out is back at its default (no CORS, no context secret, DEFAULT_DRAIN_TIMEOUT_MS), as a
+ * config section removed from the file is.
+ */
+export interface ServerSettings {
+  /** Reported by /v1/version; the workflow routes are also served under /deployments/{image_name}. */
+  readonly imageName: string
+  readonly maxBodyBytes: number
+  /** `true` for any origin, or a list; absent, no CORS headers. */
+  readonly cors?: boolean | { readonly allow_origins: readonly string[] } | undefined
+  /** `server.workflows_context_secret`: signs the contexts clients may send back; without it they are refused. */
+  readonly workflowsContextSecret?: string | undefined
+  /** The deadline of `close()` without one, and of the old listener's requests after a `rebind`. */
+  readonly drainTimeoutMs?: number | undefined
+}
+
+/**
+ * The actors the server routes to, which `setServices` replaces as the stack starts, stops or
+ * restarts them. Always the whole set: one left out is not configured (404 on its routes).
+ */
+export interface ServerServices {
   /**
    * The providers the models routing table routes to, by provider_id. With them, inference is
    * routed from the registry listing this server watches and asked of the provider directly;
@@ -31,13 +51,6 @@ export interface ApiDeps {
   /** Absent when the config has no `storage.stores.inference`: completions are not recorded. */
   readonly inferenceStore?: ActorRef<InferenceStoreMessage> | undefined
   readonly conversations?: ActorRef<ConversationsMessage> | undefined
-  readonly imageName: string
-  readonly version: string
-  readonly log: Logger
-  readonly cors?: boolean | { readonly allow_origins: readonly string[] } | undefined
-  readonly maxBodyBytes: number
-  /** Serve HTTPS with these; a CA also requires and checks client certificates. */
-  readonly tls?: TlsFiles | undefined
   /**
    * Called when an inference request arrives, before its body is read: prewakes the threads of
    * the providers that may serve it (ActorRef.prewake), so their wake-up overlaps the body.
@@ -45,8 +58,17 @@ export interface ApiDeps {
   readonly prewakeInference?: (() => void) | undefined
   /** The configured workflows, served on the LlamaIndex Workflows server protocol. */
   readonly workflows?: readonly WorkflowEntry[] | undefined
-  /** `server.workflows_context_secret`: signs the contexts clients may send back; without it they are refused. */
-  readonly workflowsContextSecret?: string | undefined
+}
+
+export interface ApiDeps extends ServerSettings, ServerServices {
+  readonly system: ActorSystem
+  readonly models: ActorRef<ModelsMessage>
+  readonly version: string
+  readonly log: Logger
+  /** The stack's supervisor, for POST /v1/admin/reload and GET /v1/inspect/config; without it those routes are absent. */
+  readonly admin?: AdminHooks | undefined
+  /** Serve HTTPS with these; a CA also requires and checks client certificates. */
+  readonly tls?: TlsFiles | undefined
 }
 
 /** PEM contents for HTTPS. */
@@ -54,6 +76,35 @@ export interface TlsFiles {
   readonly cert: Buffer
   readonly key: Buffer
   readonly ca?: Buffer
+}
+
+/** As `troupe.drain_timeout_ms` defaults. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000
+/**
+ * After a deadline has cancelled what was left, how long the answers get to reach their clients
+ * before every connection is destroyed: what bounds `close()` whatever handlers and clients do.
+ */
+const CUT_GRACE_MS = 1_000
+/** Seconds a refused client is told to wait: by then another instance, or this one restarted, answers. */
+const RETRY_AFTER_S = 1
+/** Longer than the 60 s idle timeout of common load balancers, so that they, not troupe, close idle connections. */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000
+
+/**
+ * A listener that could not be bound. `code` is the system's (EADDRINUSE, EACCES, …), or
+ * `server_closing` once close() or beginDrain has begun; the message names the address, which
+ * the system's error does not.
+ */
+export class ListenError extends Error {
+  constructor(
+    readonly code: string,
+    readonly address: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options)
+    this.name = 'ListenError'
+  }
 }
 
 type Request = ServedRequest
@@ -65,51 +116,157 @@ type Request = ServedRequest
  * request (and every streamed chunk) a hop through the table; otherwise it asks the table to
  * route. Bodies are validated with zod; every error is `{ "error": { code, message, param, type } }`
  * with its status (the workflow routes, routes/workflows.ts, add workflows-py's `detail`).
+ *
+ * Lifecycle: `beginDrain` stops intake, `close` drains under a deadline and then cancels what
+ * is left, `rebind` moves the listener with no moment where nothing listens. Settings and
+ * services are replaced whole (`configure`, `setServices`) and apply from the next request.
  */
 export class ApiServer {
-  readonly server: Server
-  readonly routes: readonly Route[]
-  readonly #router: Router<Route>
   readonly #deps: ApiDeps
-  readonly #maxBody: number
   readonly #modelList: ModelList
+  #settings: ServerSettings
+  #services: ServerServices
+  #routes: readonly Route[]
+  #router: Router<Route>
+  #listener: Listener
+  /** Listeners a rebind replaced, until their last connection has closed. */
+  readonly #replaced = new Set<Listener>()
+  #draining = false
+  #closing: { readonly done: Promise<void>; readonly deadline: Deadline } | undefined
+  readonly #serveRequest = (request: ServedRequest): void => void this.#serve(request)
 
   constructor(deps: ApiDeps) {
     this.#deps = deps
-    this.#maxBody = deps.maxBodyBytes
+    this.#settings = deps
+    this.#services = deps
     this.#modelList = new ModelList(deps.models, deps.log)
-    this.routes = this.#routes()
-    this.#router = new Router(this.routes)
-    const serve = (req: IncomingMessage, res: ServerResponse): void => void this.#serve(req, res)
-    const tls = deps.tls
-    this.server =
-      tls === undefined
-        ? createServer({ keepAliveTimeout: 65_000 }, serve)
-        : createHttpsServer({ keepAliveTimeout: 65_000, cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }, serve)
+    this.#routes = this.#buildRoutes()
+    this.#router = new Router(this.#routes)
+    this.#listener = new Listener(deps.tls, this.#serveRequest)
   }
 
+  get routes(): readonly Route[] {
+    return this.#routes
+  }
+
+  /** The node server of the current listener: another one after a `rebind`. */
+  get server(): Server {
+    return this.#listener.server
+  }
+
+  /** Where the server listens; undefined before `listen`. */
+  get url(): string | undefined {
+    return this.#listener.url
+  }
+
+  /** Requests being served, on the current listener and on any a rebind replaced. */
+  get inFlight(): number {
+    let count = this.#listener.inFlight
+    for (const listener of this.#replaced) count += listener.inFlight
+    return count
+  }
+
+  /** Binds the first listener; a ListenError names the address when it cannot. */
   listen(port: number, host: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
-        const address = this.server.address() as AddressInfo
-        resolve(`${this.#deps.tls === undefined ? 'http' : 'https'}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`)
-      })
-    })
+    if (this.#draining) return Promise.reject(closingError(port, host))
+    return this.#listener.bind(port, host)
   }
 
-  /** Stops accepting connections, closes idle ones, and waits for requests in flight. */
-  close(): Promise<void> {
-    this.#modelList.close()
-    return new Promise(resolve => {
-      this.server.close(() => resolve())
-      this.server.closeIdleConnections()
-    })
+  /**
+   * Replaces the settings whole, from the next request on: a field left out is back at its
+   * default. Requests in flight finish with the settings they started with.
+   */
+  configure(settings: ServerSettings): void {
+    this.#settings = { ...settings }
+    this.#rebuildRoutes()
   }
 
-  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const request = new ServedRequest(req, res)
+  /** Replaces the actors routed to whole, from the next request on: one left out is not configured. */
+  setServices(services: ServerServices): void {
+    this.#services = { ...services }
+    this.#rebuildRoutes()
+  }
+
+  /**
+   * Moves the server to another address, or TLS files, with no moment where nothing listens:
+   * the new listener is bound before the old one stops accepting. The old one's connections
+   * finish the requests they carry (answered `Connection: close`), up to the drain timeout,
+   * and close as they fall idle. If the bind fails the old listener keeps serving and the
+   * ListenError names the address. At the same host and port (a certificate rotated) the files
+   * are swapped in place, since a second bind there would fail; for that reason switching
+   * between HTTP and HTTPS in place is refused. `tls` absent serves HTTP: pass the current
+   * files to keep HTTPS. Resolves with the new URL.
+   */
+  async rebind(port: number, host: string, tls?: TlsFiles): Promise<string> {
+    if (this.#draining) throw closingError(port, host)
+    const current = this.#listener
+    if (current.isAt(port, host)) return current.replaceTls(tls)
+    const next = new Listener(tls, this.#serveRequest)
+    await next.bind(port, host)
+    if (this.#draining) {
+      // close() began while this bound, and does not know it: nothing was accepted on it yet.
+      void next.stopIntake()
+      throw closingError(port, host)
+    }
+    this.#listener = next
+    this.#replaced.add(current)
+    const deadline = new Deadline(this.#settings.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS)
+    void current.retire(deadline.passed, shuttingDown(`the server moved to ${next.url} before this request finished`)).then(() => {
+      deadline.clear()
+      this.#replaced.delete(current)
+    })
+    return next.url!
+  }
+
+  /**
+   * Stops intake at once: nothing more is accepted, a request arriving on a connection already
+   * open is refused with 503 `shutting_down` and Retry-After, every response still to come says
+   * `Connection: close`, and idle keep-alive connections are closed. Without this, pooled
+   * clients kept a stopping server busy until their keep-alive timeout.
+   */
+  beginDrain(): void {
+    if (this.#draining) return
+    this.#draining = true
+    for (const listener of this.#listeners()) void listener.stopIntake()
+  }
+
+  /**
+   * Drains (beginDrain), then waits for the requests and streams in flight, up to `deadlineMs`
+   * (default: the `drainTimeoutMs` setting, else DEFAULT_DRAIN_TIMEOUT_MS; Infinity waits for
+   * them all). At the deadline every request left is cancelled, which cancels its asks and so
+   * their upstream calls, and is answered 503 `shutting_down`, or cut if its headers are out;
+   * CUT_GRACE_MS later every connection left is destroyed. So it resolves by the deadline plus
+   * that grace whatever handlers and clients do. A second call returns the same promise, with
+   * the deadline brought forward when the new one is sooner.
+   */
+  close(deadlineMs: number = this.#settings.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<void> {
+    this.beginDrain()
+    if (this.#closing !== undefined) {
+      this.#closing.deadline.bring(deadlineMs)
+      return this.#closing.done
+    }
+    const deadline = new Deadline(deadlineMs)
+    const cut = shuttingDown('the server shut down before this request finished')
+    const done = Promise.all([...this.#listeners()].map(listener => listener.retire(deadline.passed, cut))).then(() => {
+      deadline.clear()
+      this.#modelList.close()
+    })
+    this.#closing = { done, deadline }
+    return done
+  }
+
+  *#listeners(): Iterable<Listener> {
+    yield this.#listener
+    yield* this.#replaced
+  }
+
+  #rebuildRoutes(): void {
+    this.#routes = this.#buildRoutes()
+    this.#router = new Router(this.#routes)
+  }
+
+  async #serve(request: ServedRequest): Promise<void> {
+    const { req, res } = request
     let route: Route | undefined
     try {
       if (this.#corsHeaders(req, res) && req.method === 'OPTIONS') {
@@ -127,10 +284,13 @@ export class ApiServer {
       if (found === undefined) throw new HttpError(404, 'not_found', `no route for ${method} ${pathname}`)
       if (found.route === undefined) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed on ${pathname}; use ${found.allowed.join(' or ')}`)
       route = found.route
-      if (route.inference === true) this.#deps.prewakeInference?.()
+      // After routing, so that the refusal is worded as the route words its errors.
+      if (this.#draining) throw shuttingDown('the server is shutting down; retry on a new connection')
+      if (route.inference === true) this.#services.prewakeInference?.()
       request.params = found.params
       const result = await route.handle(request)
-      if (result !== HANDLED) sendJson(res, 200, result)
+      // Cancelled by the server, the request has had its answer.
+      if (result !== HANDLED && !request.cancelled) sendJson(res, 200, result)
     } catch (error) {
       const errors = route?.errors
       const failure = errors === undefined ? toHttpError(error) : errors.toHttp(error)
@@ -140,7 +300,7 @@ export class ApiServer {
   }
 
   #corsHeaders(req: IncomingMessage, res: ServerResponse): boolean {
-    const cors = this.#deps.cors
+    const cors = this.#settings.cors
     const origin = req.headers.origin
     if (cors === undefined || cors === false || origin === undefined) return false
     if (cors !== true && !cors.allow_origins.includes(origin) && !cors.allow_origins.includes('*')) return false
@@ -151,17 +311,18 @@ export class ApiServer {
   }
 
   #body<S extends z.ZodType>(schema: S, request: Request): Promise<z.infer<S>> {
-    return readJson(request.req, this.#maxBody).then(body => validate(schema, body, 'body'))
+    return readJson(request.req, this.#settings.maxBodyBytes).then(body => validate(schema, body, 'body'))
   }
 
-  #routes(): Route[] {
+  #buildRoutes(): Route[] {
     const { models } = this.#deps
     return [
       { method: 'GET', path: '/v1/health', api: 'inspect', handle: ({ res }) => this.#health(res) },
-      { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#deps.imageName }) },
+      { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#settings.imageName }) },
       { method: 'GET', path: '/v1/providers', api: 'providers', handle: async () => ({ data: await models.ask<ProviderStatus[]>({ type: 'providers' }) }) },
-      { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async () => ({ data: this.routes.map(r => ({ method: r.method, route: r.path, api: r.api })) }) },
+      { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async () => ({ data: this.#routes.map(r => ({ method: r.method, route: r.path, api: r.api })) }) },
       { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
+      ...(this.#deps.admin === undefined ? [] : adminRoutes(this.#deps.admin)),
       { method: 'GET', path: '/v1/models', api: 'models', handle: ({ res }) => this.#listModels(res) },
       {
         method: 'GET',
@@ -237,21 +398,21 @@ export class ApiServer {
 
   /** The LlamaIndex Workflows server protocol, at the root and under /deployments/{image_name} as llama-agents serves it. */
   #workflowRoutes(): Route[] {
-    const { workflows = [], workflowsContextSecret, imageName, maxBodyBytes, log } = this.#deps
-    const api = new WorkflowsApi({ workflows, contextSecret: workflowsContextSecret, maxBodyBytes, log })
+    const { workflowsContextSecret, imageName, maxBodyBytes } = this.#settings
+    const api = new WorkflowsApi({ workflows: this.#services.workflows ?? [], contextSecret: workflowsContextSecret, maxBodyBytes, log: this.#deps.log })
     return [...api.routes(''), ...api.routes(`/deployments/${encodeURIComponent(imageName)}`)]
   }
 
   #conversationRoutes(): Route[] {
     const call = (msg: ConversationsMessage): Promise<unknown> => {
-      const conversations = this.#deps.conversations
+      const conversations = this.#services.conversations
       if (conversations === undefined) throw new HttpError(404, 'not_configured', 'conversations need storage.stores.conversations in the config')
       return conversations.ask(msg)
     }
     const shapeOf = (type: ConversationsMessage['type']) => conversationsProtocol.options.find(o => o.shape.type.value === type)!
     /** Validates a body against the fields of one conversations message. */
     const body = async (request: Request, type: ConversationsMessage['type'], fixed: Record<string, unknown>): Promise<ConversationsMessage> => {
-      const raw = await readJson(request.req, this.#maxBody)
+      const raw = await readJson(request.req, this.#settings.maxBodyBytes)
       const fields = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : { __body: raw }
       return validate(shapeOf(type), { ...fields, ...fixed, type }, 'body') as ConversationsMessage
     }
@@ -296,14 +457,14 @@ export class ApiServer {
   }
 
   #inferenceStore(): ActorRef<InferenceStoreMessage> {
-    const store = this.#deps.inferenceStore
+    const store = this.#services.inferenceStore
     if (store === undefined) throw new HttpError(404, 'not_configured', 'stored chat completions need storage.stores.inference in the config')
     return store
   }
 
   /** The route from the watched registry; undefined while no watch is live, and the table routes. */
   #route(body: { model: string }, needs: 'llm' | 'embedding'): ModelRoute | undefined {
-    const providers = this.#deps.providers
+    const providers = this.#services.providers
     if (providers === undefined) return undefined
     const registry = this.#modelList.registry()
     return registry === undefined ? undefined : routeModel(registry, providers, body, needs)
@@ -349,7 +510,7 @@ export class ApiServer {
 
   /** Waits while the inference store's queue is full: that slows callers, it never drops a record. */
   async #record(completion: ChatCompletion, body: ChatCompletionBody): Promise<void> {
-    await this.#deps.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages }, { timeoutMs: Infinity })
+    await this.#services.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages }, { timeoutMs: Infinity })
   }
 
   /**
@@ -376,4 +537,209 @@ export class ApiServer {
 /** Only the keys whose value is defined (exactOptionalPropertyTypes). */
 function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
+}
+
+function closingError(port: number, host: string): ListenError {
+  const address = addressOf(port, host)
+  return new ListenError('server_closing', address, `cannot listen on ${address}: the server is closing`)
+}
+
+function addressOf(port: number, host: string): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`
+}
+
+/** 503 `shutting_down`: the client should come back on a new connection, which this one will not be. */
+function shuttingDown(message: string): HttpError {
+  return new HttpError(503, 'shutting_down', message, null, { 'retry-after': String(RETRY_AFTER_S), connection: 'close' })
+}
+
+/**
+ * One bound http(s) server and the requests it is serving. It is retired rather than closed:
+ * it stops accepting, every response still to come says `Connection: close`, and connections
+ * close as they fall idle, so keep-alive clients reconnect (to the new listener after a rebind)
+ * instead of being cut mid-response; only at a deadline is what is left cut.
+ *
+ * Idle connections are closed here, not by node's closeIdleConnections (which http's close()
+ * calls): that one counts a response as done once it has ended, not once it has been flushed,
+ * and so destroys a connection still sending a large body to a slow client.
+ */
+class Listener {
+  readonly server: Server
+  /** The same server, typed for what only HTTPS has; undefined for HTTP. */
+  readonly #https: HttpsServer | undefined
+  readonly #requests = new Set<ServedRequest>()
+  /** Requests in flight on each open connection, by the socket they arrive on (the TLS socket under HTTPS). */
+  readonly #connections = new Map<Socket, number>()
+  /** Every TCP socket accepted and still open, TLS handshakes included: what a deadline destroys. */
+  readonly #sockets = new Set<Socket>()
+  #tls: TlsFiles | undefined
+  #bound: { readonly port: number; readonly host: string; readonly url: string } | undefined
+  /** Settles once the server has stopped accepting and its last connection has closed. */
+  #stopped: Promise<void> | undefined
+
+  constructor(tls: TlsFiles | undefined, serve: (request: ServedRequest) => void) {
+    this.#tls = tls
+    const accept = (req: IncomingMessage, res: ServerResponse): void => {
+      const request = new ServedRequest(req, res)
+      this.#requests.add(request)
+      const socket = req.socket
+      const inFlight = this.#connections.get(socket)
+      if (inFlight !== undefined) this.#connections.set(socket, inFlight + 1)
+      res.once('close', () => this.#settled(request, socket))
+      if (this.#stopped !== undefined) res.setHeader('connection', 'close')
+      serve(request)
+    }
+    this.#https = tls === undefined ? undefined : createHttpsServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, ...tlsOptions(tls) }, accept)
+    this.server = this.#https ?? createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, accept)
+    this.server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket)
+      socket.once('close', () => this.#sockets.delete(socket))
+    })
+    this.server.on(tls === undefined ? 'connection' : 'secureConnection', (socket: Socket) => {
+      this.#connections.set(socket, 0)
+      socket.once('close', () => this.#connections.delete(socket))
+      // Accepted before intake stopped, ready only after: there is nothing it may send.
+      if (this.#stopped !== undefined) socket.destroySoon()
+    })
+  }
+
+  get url(): string | undefined {
+    return this.#bound?.url
+  }
+
+  get inFlight(): number {
+    return this.#requests.size
+  }
+
+  bind(port: number, host: string): Promise<string> {
+    const address = addressOf(port, host)
+    return new Promise((resolve, reject) => {
+      const failed = (error: NodeJS.ErrnoException): void => {
+        const code = error.code ?? 'ELISTEN'
+        const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : error.message
+        reject(new ListenError(code, address, `cannot listen on ${address}: ${why}`, { cause: error }))
+      }
+      this.server.once('error', failed)
+      this.server.listen(port, host, () => {
+        this.server.off('error', failed)
+        const bound = this.server.address() as AddressInfo
+        const url = `${this.#tls === undefined ? 'http' : 'https'}://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`
+        this.#bound = { port: bound.port, host, url }
+        resolve(url)
+      })
+    })
+  }
+
+  /** Whether a bind to `port` and `host` would be this listener's own address (port 0 never is). */
+  isAt(port: number, host: string): boolean {
+    return this.#bound !== undefined && port === this.#bound.port && host === this.#bound.host
+  }
+
+  /**
+   * New TLS files for the connections to come, on the socket already listening. HTTP to HTTPS
+   * cannot be switched this way, nor client certificates on or off: both are fixed when the
+   * server is made.
+   */
+  replaceTls(tls: TlsFiles | undefined): string {
+    const url = this.#bound!.url
+    const current = this.#tls
+    const https = this.#https
+    if (current === undefined && tls === undefined) return url
+    if (https === undefined || current === undefined || tls === undefined || (current.ca === undefined) !== (tls.ca === undefined)) {
+      const change = current === undefined ? 'from HTTP to HTTPS' : tls === undefined ? 'from HTTPS to HTTP' : tls.ca === undefined ? 'off client certificates' : 'to client certificates'
+      const address = url.slice(url.indexOf('//') + 2)
+      throw new ListenError('EADDRINUSE', address, `cannot switch ${address} ${change} in place: a new listener cannot bind there while this one listens, and this one keeps serving`)
+    }
+    https.setSecureContext(tlsOptions(tls))
+    this.#tls = tls
+    return url
+  }
+
+  /** Stops accepting, tells the requests in flight to close their connections, and closes the idle ones. */
+  stopIntake(): Promise<void> {
+    if (this.#stopped === undefined) {
+      // net's close, not http's: see the class comment. It calls back with ERR_SERVER_NOT_RUNNING
+      // when the server never listened, which is stopped too.
+      this.#stopped = new Promise(resolve => netServerClose.call(this.server, () => resolve()))
+      for (const request of this.#requests) if (!request.res.headersSent) request.res.setHeader('connection', 'close')
+      for (const [socket, inFlight] of this.#connections) if (inFlight === 0) socket.destroySoon()
+    }
+    return this.#stopped
+  }
+
+  /**
+   * Stops intake and waits for the connections to close. At `deadline` the requests left are
+   * cancelled and answered with `cut` (or their connection destroyed once headers are out);
+   * CUT_GRACE_MS later every connection left is destroyed.
+   */
+  async retire(deadline: Promise<void>, cut: HttpError): Promise<void> {
+    const stopped = this.stopIntake()
+    if (await Promise.race([stopped.then(() => true), deadline.then(() => false)])) return this.#release()
+    for (const request of [...this.#requests]) {
+      // Complete, or cancelled already: by the client, or by an earlier deadline whose answer is on its way.
+      if (request.res.writableFinished || request.cancelled) continue
+      request.cancel()
+      sendError(request.res, cut)
+    }
+    const grace = new Deadline(CUT_GRACE_MS)
+    await Promise.race([stopped, grace.passed])
+    grace.clear()
+    for (const socket of this.#sockets) socket.destroy()
+    this.server.closeAllConnections()
+    this.#release()
+  }
+
+  #settled(request: ServedRequest, socket: Socket): void {
+    this.#requests.delete(request)
+    const inFlight = this.#connections.get(socket)
+    if (inFlight === undefined) return
+    this.#connections.set(socket, inFlight - 1)
+    // destroySoon flushes what is written before it closes, unlike destroy.
+    if (inFlight === 1 && this.#stopped !== undefined) socket.destroySoon()
+  }
+
+  /**
+   * Once no connection is left, http's close() has nothing idle to close, and does what else
+   * it does: it stops the request-timeout checks, whose interval holds the server.
+   */
+  #release(): void {
+    this.server.close()
+  }
+}
+
+const netServerClose = NetServer.prototype.close
+
+function tlsOptions(tls: TlsFiles): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert?: boolean; rejectUnauthorized?: boolean } {
+  return { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }
+}
+
+/**
+ * A deadline as a promise, which a sooner one brings forward. Its timer is cleared once it is
+ * no longer needed, so that it never keeps the process alive; Infinity sets none.
+ */
+class Deadline {
+  readonly passed: Promise<void>
+  #pass: () => void = () => undefined
+  #at = Infinity
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(ms: number) {
+    this.passed = new Promise(resolve => (this.#pass = resolve))
+    this.bring(ms)
+  }
+
+  /** Brings the deadline forward to `ms` from now, when that is sooner. */
+  bring(ms: number): void {
+    const at = Date.now() + Math.max(0, ms)
+    if (!(at < this.#at)) return
+    this.#at = at
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(this.#pass, at - Date.now())
+  }
+
+  /** Clears the timer for good: a later `bring` sets none. */
+  clear(): void {
+    this.#at = -Infinity
+    clearTimeout(this.#timer)
+  }
 }

@@ -164,7 +164,8 @@ export class RunEventWriter {
     res.writeHead(200, {
       'content-type': sse ? 'text/event-stream; charset=utf-8' : 'application/x-ndjson',
       'cache-control': 'no-cache',
-      connection: 'keep-alive',
+      // A draining server has set `connection: close` already: keep-alive must not override it.
+      ...(res.hasHeader('connection') ? {} : { connection: 'keep-alive' }),
       'x-accel-buffering': 'no',
     })
     res.flushHeaders()
