@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
@@ -31,6 +32,8 @@ export interface LoadedConfig {
   /** Keys the schema does not know, by path: llama-stack ignores them silently, troupe says so. */
   readonly warnings: readonly string[]
   readonly source: string
+  /** sha256 of the file's text, hex: a reload acts only when it changes (an editor's touch or rename is no change). */
+  readonly sha256: string
   /** For each API, the position in the file of each provider kept (disabled ones are dropped). */
   readonly providerIndexes: ReadonlyMap<string, readonly number[]>
 }
@@ -73,8 +76,10 @@ export function parseConfig(text: string, env: Env = process.env, source = 'stac
   if (!result.success) issues.push(...result.error.issues.map(issue => toConfigIssue(issue, indexes)))
   issues.push(...checkReferences(input, indexes))
   if (issues.length > 0) throw new ConfigError(issues, source)
-  return { config: result.data!, warnings: unknownKeys(input).map(path => originalPath(path, indexes)), source, providerIndexes: indexes }
+  return { config: result.data!, warnings: unknownKeys(input).map(path => originalPath(path, indexes)), source, sha256: sha256Of(text), providerIndexes: indexes }
 }
+
+export const sha256Of = (text: string): string => createHash('sha256').update(text).digest('hex')
 
 /**
  * A provider whose provider_id resolves to empty or `__disabled__` is dropped before the rest of

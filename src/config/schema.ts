@@ -148,7 +148,7 @@ export const stackConfigSchema = z
         .object({
           host: restart(z.string().default('0.0.0.0'), 'Interface the HTTP server listens on.'),
           port: restart(port.default(8321), 'Port the HTTP server listens on.'),
-          max_body_bytes: restart(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
+          max_body_bytes: hot(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
           auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings. Not built yet: a config that sets it is refused, so that no one serves unauthenticated by mistake.'),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
           workflows_context_secret: hot(
@@ -174,7 +174,7 @@ export const stackConfigSchema = z
       z
         .object({
           level: hot(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), 'Log level.'),
-          redact: hot(z.array(z.string()).default([]), 'Extra log paths to redact, beyond the built-in secret fields.'),
+          redact: restart(z.array(z.string()).default([]), 'Extra log paths to redact, beyond the built-in secret fields; compiled into the logger when the process starts, so a reload reports a change here as not applied.'),
         })
         .default({ level: 'info', redact: [] }),
       'Logging.',
