@@ -68,6 +68,8 @@ export const modelsProtocol = z.discriminatedUnion('type', [
   z.object({ type: z.literal('embeddings'), request }),
   /** Every provider with its health: ProviderStatus[]. */
   z.object({ type: z.literal('providers') }),
+  /** The providers to route to, replacing the current set: a reload that added or removed one. */
+  z.object({ type: z.literal('setProviders'), providers: z.array(z.custom<ProviderEntry>(entry => typeof (entry as ProviderEntry | null)?.providerId === 'string', 'must be a provider entry')) }),
 ])
 export type ModelsMessage = z.infer<typeof modelsProtocol>
 
@@ -85,7 +87,7 @@ interface State {
   listing: ModelListing | undefined
   /** Watch streams waiting for the next change: each is woken once, then taken off. */
   readonly watchers: Set<() => void>
-  readonly providers: ReadonlyMap<string, ProviderEntry>
+  providers: ReadonlyMap<string, ProviderEntry>
   readonly kv: KvClient | undefined
 }
 
@@ -136,6 +138,10 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
             return { provider_id: providerId, provider_type: providerType, api, health }
           }),
         )
+      case 'setProviders':
+        state.providers = new Map(msg.providers.map(p => [p.providerId, p]))
+        changed(state) // watchers route with their own copy of the providers: tell them to look again
+        return null
     }
   },
   async *stream(state, msg: ModelsMessage, ctx) {

@@ -44,6 +44,11 @@ export const inferenceStoreProtocol = z.discriminatedUnion('type', [
   }),
   /** Queue depth, writers busy, records written, store writes made: for inspection and tests. */
   z.object({ type: z.literal('stats') }),
+  /**
+   * The hot settings (`max_write_queue_size`, `num_writers`), applied live by a reload: a larger
+   * queue admits the records waiting for room at once; a smaller one lets those queued stay.
+   */
+  z.object({ type: z.literal('configure'), maxQueue: z.number().int().positive(), writers: z.number().int().positive() }),
 ])
 export type InferenceStoreMessage = z.infer<typeof inferenceStoreProtocol>
 
@@ -67,6 +72,8 @@ type Log = BehaviorContext<InferenceStoreMessage>['log']
 
 interface State {
   readonly args: InferenceStoreArgs
+  /** The queue bound and writer count: args' at start, a reload's after it. */
+  limits: { maxQueue: number; writers: number }
   readonly queue: Row[]
   readonly log: Log
   /** When the oldest record in the queue was queued, for the linger. */
@@ -106,7 +113,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
       indexes: [['recorded'], ['model', 'recorded']],
     }
     await args.store.ask({ type: 'createTable', table: spec })
-    return { args, log: ctx.log, lingerSince: 0, lingerTimer: undefined, stopping: false, queue: [], waiting: [], busyWriters: 0, written: 0, batches: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
+    return { args, limits: { maxQueue: args.maxQueue, writers: args.writers }, log: ctx.log, lingerSince: 0, lingerTimer: undefined, stopping: false, queue: [], waiting: [], busyWriters: 0, written: 0, batches: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
   },
   receive(state, msg: InferenceStoreMessage) {
     switch (msg.type) {
@@ -115,7 +122,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
         // `created` has second resolution: `recorded` orders completions as they arrived.
         state.lastRecorded = nextSequence(state.lastRecorded)
         const row: Row = { id: msg.completion.id, recorded: state.lastRecorded, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
-        if (state.queue.length < state.args.maxQueue) {
+        if (state.queue.length < state.limits.maxQueue) {
           enqueue(state, row)
           return null
         }
@@ -128,7 +135,12 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
       case 'list':
         return caughtUp(state).then(() => list(state, msg))
       case 'stats':
-        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, batches: state.batches, failures: state.failures }
+        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, batches: state.batches, failures: state.failures, ...state.limits }
+      case 'configure':
+        state.limits = { maxQueue: msg.maxQueue, writers: msg.writers }
+        admitWaiting(state)
+        kick(state)
+        return null
     }
   },
   async stop(state) {
@@ -156,7 +168,7 @@ function batchDue(state: State): boolean {
   if (queued === 0) return false
   return (
     queued >= WRITE_BATCH ||
-    queued >= state.args.maxQueue ||
+    queued >= state.limits.maxQueue ||
     state.readers.length > 0 ||
     state.stopping ||
     performance.now() - state.lingerSince >= LINGER_MS
@@ -165,7 +177,7 @@ function batchDue(state: State): boolean {
 
 /** Starts a writer if a batch is due and one is free, or arms the linger timer for the records that wait. */
 function kick(state: State): void {
-  if (state.busyWriters >= state.args.writers || state.queue.length === 0) return
+  if (state.busyWriters >= state.limits.writers || state.queue.length === 0) return
   if (batchDue(state)) {
     void write(state)
     return
@@ -206,7 +218,7 @@ async function write(state: State): Promise<void> {
 }
 
 function admitWaiting(state: State): void {
-  while (state.waiting.length > 0 && state.queue.length < state.args.maxQueue) {
+  while (state.waiting.length > 0 && state.queue.length < state.limits.maxQueue) {
     const next = state.waiting.shift()!
     state.unwritten.add(next.row.recorded)
     state.queue.push(next.row)

@@ -29,6 +29,8 @@ export interface State {
   /** Starts admitted but not yet written: they hold a slot too. */
   reserved: number
   stopped: boolean
+  /** Shutting down: no new starts, no queued run begins (see the drain message). */
+  draining: boolean
   /** A recovery pass is under way: the next one waits for the one after. */
   recovering: boolean
   /** Runs being claimed and read back, until they are held here. */

@@ -18,7 +18,7 @@ export function dequeue(state: State, run: LiveRun): void {
 }
 
 export function startQueued(state: State): void {
-  while (!state.stopped && state.executing < state.limits.maxConcurrent && state.queue.length > 0) execute(state, state.queue.shift()!)
+  while (!state.stopped && !state.draining && state.executing < state.limits.maxConcurrent && state.queue.length > 0) execute(state, state.queue.shift()!)
 }
 
 function execute(state: State, run: LiveRun): void {

@@ -104,8 +104,23 @@ export const workflowProtocol = z.discriminatedUnion('type', [
     resumable: z.boolean(),
     retentionMs: z.number().int().positive().optional(),
   }),
+  /**
+   * Shutdown's first phase: new starts are refused with `stopped` (HTTP 503) and queued runs
+   * stay queued, while runs executing a step are given up to `timeoutMs` to finish or reach a
+   * durable wait. Answers with a DrainReport; the stop that follows lets go of what remains.
+   */
+  z.object({ type: z.literal('drain'), timeoutMs: z.number().int().min(0) }),
 ])
 export type WorkflowMessage = z.infer<typeof workflowProtocol>
+
+export interface DrainReport {
+  /** Runs that finished during the drain. */
+  readonly finished: number
+  /** Runs still held when it ended: parked in a durable wait, queued, or cut off by the deadline. They resume on the next start. */
+  readonly remaining: number
+  /** Of the remaining, those still executing a step at the deadline. */
+  readonly cutOff: number
+}
 
 export interface StartReply {
   readonly run: RunInfo

@@ -37,12 +37,13 @@ export function renewLeases(state: State): void {
  * configured `resumable: false` is failed with `interrupted` instead.
  */
 export async function recover(state: State, atStart: boolean): Promise<void> {
-  if (state.stopped || state.recovering) return
+  // A draining actor takes no more runs: another owner, or this one's next start, resumes them.
+  if (state.stopped || state.draining || state.recovering) return
   state.recovering = true
   try {
     const { owner, leaseMs } = state.args
     for await (const row of state.store.running(state.args.name)) {
-      if (state.stopped) return
+      if (state.stopped || state.draining) return
       if (state.live.has(row.run_id)) continue
       const mine = atStart && row.lease_owner === owner
       if (!mine && row.lease_owner !== null && row.lease_expires > Date.now()) continue

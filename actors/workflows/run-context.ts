@@ -103,6 +103,14 @@ export class RunExecution implements RunContext {
     return this.#closed !== undefined
   }
 
+  /**
+   * Waiting in a durable call (waitFor, sleep): everything before it is journaled, so stopping
+   * here loses nothing and a drain need not wait for it.
+   */
+  get parked(): boolean {
+    return this.#waiters.size > 0 || this.#timers.size > 0
+  }
+
   async step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
     this.#check()
     const idx = this.#nextIdx++

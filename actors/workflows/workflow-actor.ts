@@ -5,7 +5,7 @@ import { loadWorkflow, type SessionState } from './define.js'
 import type { State } from './actor-state.js'
 import { finish, letGo, startQueued } from './execution.js'
 import { LiveRun } from './live-run.js'
-import { workflowProtocol, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
+import { workflowProtocol, type DrainReport, type RunInfo, type StartReply, type WorkflowActorArgs, type WorkflowMessage, type WorkflowStats } from './protocol.js'
 import { claimAndLoad, recover, renewLeases, scheduleSweep } from './recovery.js'
 import { events, pause } from './run-events.js'
 import { decodeValue, encodeValue, newRunRow, RunStore, runInfo, type InboxEvent, type RunRow } from './run-store.js'
@@ -53,6 +53,7 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
       executing: 0,
       reserved: 0,
       stopped: false,
+      draining: false,
       recovering: false,
       resuming: new Map(),
       timers: [],
@@ -84,6 +85,8 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
         throw new ActorError('bad_message', "'events' is streamed: use ref.stream")
       case 'stats':
         return { running: state.executing, queued: state.queue.length, ...state.counts } satisfies WorkflowStats
+      case 'drain':
+        return drain(state, msg.timeoutMs)
       case 'configure': {
         state.limits = { maxConcurrent: msg.maxConcurrent, queueSize: msg.queueSize, timeoutMs: msg.timeoutMs, resumable: msg.resumable, retentionMs: msg.retentionMs }
         startQueued(state)
@@ -106,22 +109,55 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
         throw new ActorError('bad_message', `'${msg.type}' is not streamed`)
     }
   },
-  stop(state) {
+  async stop(state) {
     state.stopped = true
     for (const timer of state.timers) clearInterval(timer)
     const stopping = new ActorError('stopped', 'the workflow actor stopped; the run resumes when it starts again')
-    for (const run of state.live.values()) {
+    const held = [...state.live.values()]
+    for (const run of held) {
       clearTimeout(run.timeout)
       run.execution?.close(stopping)
       run.abandon(stopping)
     }
     state.live.clear()
     state.queue.length = 0
+    await releaseLeases(state, held)
     state.store.close()
   },
 })
 
 // ---- admission ---------------------------------------------------------------------------
+
+/** How often a drain looks again at the runs it waits for. */
+const DRAIN_POLL_MS = 10
+
+async function drain(state: State, timeoutMs: number): Promise<DrainReport> {
+  state.draining = true
+  const deadline = Date.now() + timeoutMs
+  const before = state.counts.completed + state.counts.failed + state.counts.cancelled
+  // Executing and not parked in a durable wait, or finishing: its outcome is being written.
+  const busy = (): LiveRun[] => [...state.live.values()].filter(run => run.execution !== undefined && (run.finished || !run.execution.parked))
+  while (busy().length > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, Math.min(DRAIN_POLL_MS, deadline - Date.now())))
+  const report: DrainReport = {
+    finished: state.counts.completed + state.counts.failed + state.counts.cancelled - before,
+    remaining: state.live.size,
+    cutOff: busy().length,
+  }
+  state.log.info({ workflow: state.args.name, ...report }, 'drained')
+  return report
+}
+
+/**
+ * Gives up the leases of the runs let go at a stop (the expiry set to now, the owner kept): the
+ * next start of this node claims them at once anyway, and another node need not wait out the
+ * lease. A failure is logged and costs only that wait.
+ */
+async function releaseLeases(state: State, runs: readonly LiveRun[]): Promise<void> {
+  if (runs.length === 0) return
+  const results = await Promise.allSettled(runs.map(run => state.store.updateRun(run.runId, { lease_expires: 0 }, { owner: state.args.owner, epoch: run.row.lease_epoch })))
+  const failed = results.filter(result => result.status === 'rejected').length
+  if (failed > 0) state.log.warn({ workflow: state.args.name, failed }, 'some leases could not be released at stop; those runs resume once their leases lapse')
+}
 
 async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start' }>): Promise<StartReply> {
   const { args, limits } = state
@@ -131,6 +167,7 @@ async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start'
     const field = ['start_event', ...issue.path.map(String)].join('.')
     throw new ActorError('invalid_request', `${field}: ${issue.message}`, { param: field })
   }
+  if (state.draining) throw new ActorError('stopped', `workflow '${args.name}' is shutting down; start the run again once it is back`, { retryAfterMs: RETRY_AFTER_MS })
   if (state.executing + state.queue.length + state.reserved >= limits.maxConcurrent + limits.queueSize) {
     throw new ActorError('backpressure', `workflow '${args.name}' runs ${limits.maxConcurrent} at once and queues ${limits.queueSize}; all are taken`, { retryAfterMs: RETRY_AFTER_MS })
   }
