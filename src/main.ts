@@ -3,13 +3,18 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
-import { checkStackWithWorkflows, startStack } from './supervisor/stack.js'
+import { requestReload } from './supervisor/reload-client.js'
+import { serveReloads } from './supervisor/triggers.js'
+import { checkStackWithWorkflows, startStack, type RunningStack } from './supervisor/stack.js'
 
 /**
  * The troupe CLI.
  *   troupe [start] --config stack.yaml   serve the stack: store actors, providers, routing, workflows, HTTP
  *   troupe validate --config stack.yaml  print every config error with its path (workflow modules
  *                                        are imported to check them); exit 1 if any
+ *   troupe reload --config stack.yaml    ask the running server (found by the file's server address,
+ *   troupe reload --url http://host:port or named by --url) to re-read its config; exit 1 if refused
+ * A running server also reloads on SIGHUP and when its config file's content changes.
  * Without --config, start runs a bare actor system (no stack) and prints its tree.
  */
 async function main(argv: string[]): Promise<number> {
@@ -17,16 +22,22 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     options: {
       config: { type: 'string', short: 'c' },
+      url: { type: 'string' },
+      watch: { type: 'boolean', default: true },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
+    allowNegative: true,
   })
   const command = positionals[0] ?? 'start'
-  if (values.help || !['start', 'validate'].includes(command)) {
-    process.stdout.write('usage: troupe [start] [--config stack.yaml] [--workers N]\n       troupe validate --config stack.yaml\n')
+  if (values.help || !['start', 'validate', 'reload'].includes(command)) {
+    process.stdout.write(
+      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch]\n       troupe validate --config stack.yaml\n       troupe reload (--config stack.yaml | --url URL)\n',
+    )
     return values.help ? 0 : 2
   }
+  if (command === 'reload') return requestReload({ config: values.config, url: values.url })
   let loaded: LoadedConfig | undefined
   if (values.config !== undefined) {
     try {
@@ -65,9 +76,11 @@ async function main(argv: string[]): Promise<number> {
     ...(workers === undefined ? {} : { workers }),
   })
   let stop = (): Promise<void> => system.shutdown()
+  let stack: RunningStack | undefined
   if (loaded !== undefined) {
     try {
-      stop = (await startStack(system, loaded, log)).stop
+      stack = await startStack(system, loaded, log)
+      stop = stack.stop
     } catch (error) {
       log.error({ err: error }, 'the stack could not start')
       await system.shutdown()
@@ -77,33 +90,46 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(await system.inspect(), null, 2)}\n`)
   }
 
+  const reloads = stack === undefined ? undefined : serveReloads(stack, log, values.watch !== false)
+
   return new Promise(resolve => {
     let signals = 0
+    let exitCode = 0
+    const shutDown = (why: Record<string, unknown>): void => {
+      log.info(why, 'shutting down: refusing new work, draining HTTP, runs and actors')
+      reloads?.close()
+      stop().then(
+        () => {
+          log.info('stopped')
+          process.off('SIGINT', onSignal)
+          process.off('SIGTERM', onSignal)
+          resolve(exitCode)
+        },
+        error => {
+          log.error({ err: error }, 'shutdown failed')
+          resolve(1)
+        },
+      )
+    }
     const onSignal = (signal: NodeJS.Signals): void => {
       signals++
-      if (signals === 1) {
-        log.info({ signal }, 'shutting down: closing HTTP, draining actors')
-        stop().then(
-          () => {
-            log.info('stopped')
-            process.off('SIGINT', onSignal)
-            process.off('SIGTERM', onSignal)
-            resolve(0)
-          },
-          error => {
-            log.error({ err: error }, 'shutdown failed')
-            resolve(1)
-          },
-        )
-      } else if (signals === 2) {
-        log.warn({ signal }, 'still draining; send the signal once more to force exit')
-      } else {
+      if (signals === 1) shutDown({ signal })
+      else if (signals === 2) log.warn({ signal }, 'still draining; the drain goes on to its deadline. Send the signal once more to force exit')
+      else {
         log.error({ signal }, 'forced exit')
         process.exit(130)
       }
     }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
+    // A subtree that gave up is an orderly shutdown that ends non-zero.
+    void stack?.supervisor.failed.then(error => {
+      if (signals > 0) return
+      signals++
+      exitCode = 1
+      log.error({ err: error }, 'a subtree gave up restarting; stopping the stack')
+      shutDown({ reason: 'gave_up' })
+    })
   })
 }
 

@@ -1,5 +1,5 @@
-import type { ActorRef, ActorSystem, Supervisor, SupervisorSpec } from '../actor/index.js'
-import { backendFamily, type StackConfig } from '../config/index.js'
+import type { ActorChildSpec, ActorRef, ActorSystem, Supervisor, SupervisorSpec } from '../actor/index.js'
+import { backendFamily, type BackendConfig, type StackConfig } from '../config/index.js'
 import { kvStore, type KvStoreArgs } from '../../actors/stores/kv-store.js'
 import { tableStore, type TableStoreArgs } from '../../actors/stores/table-store.js'
 
@@ -17,13 +17,16 @@ export function storesSupervisorSpec(config: StackConfig): SupervisorSpec {
     intensity: 5,
     periodMs: 10_000,
     backoff: { minMs: 100, maxMs: 5000, randomFactor: 0.2 },
-    children: Object.entries(config.storage.backends).map(([name, backend]) => {
-      const common = { id: storeActorName(name), name: storeActorName(name), placement: 'pool' as const, restart: 'permanent' as const, shutdownMs: config.troupe.drain_timeout_ms }
-      return backendFamily(backend.type) === 'kv'
-        ? { ...common, behavior: kvStore, args: { name, config: backend } as KvStoreArgs }
-        : { ...common, behavior: tableStore, args: { name, config: backend } as TableStoreArgs }
-    }),
+    children: Object.entries(config.storage.backends).map(([name, backend]) => storeChildSpec(name, backend, config.troupe.drain_timeout_ms)),
   }
+}
+
+/** The store actor of one backend: kv or table by the backend's family. */
+export function storeChildSpec(name: string, backend: BackendConfig, drainMs: number): ActorChildSpec {
+  const common = { id: storeActorName(name), name: storeActorName(name), placement: 'pool' as const, restart: 'permanent' as const, shutdownMs: drainMs }
+  return backendFamily(backend.type) === 'kv'
+    ? { ...common, behavior: kvStore, args: { name, config: backend } as KvStoreArgs }
+    : { ...common, behavior: tableStore, args: { name, config: backend } as TableStoreArgs }
 }
 
 /** The store actor of `backend`, started by startStores; throws if it is not there. */

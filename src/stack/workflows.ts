@@ -131,40 +131,41 @@ export interface WorkflowRefs {
 
 /** One pool actor per workflow, restarted if it crashes; its in-flight runs resume from their journals. */
 export function workflowChildSpecs(resolved: readonly ResolvedWorkflow[], config: StackConfig, refs: WorkflowRefs): ActorChildSpec[] {
+  return resolved.map(workflow => workflowChildSpec(workflow, config, refs))
+}
+
+export function workflowChildSpec(workflow: ResolvedWorkflow, config: StackConfig, refs: WorkflowRefs): ActorChildSpec {
   const { runs, sessions } = config.storage.stores
-  if (runs === undefined) throw new Error('workflowChildSpecs: storage.stores.runs is unset (resolveWorkflows reports it)')
-  const owner = config.troupe.node_id ?? hostname()
-  return resolved.map(workflow => {
-    const { config: entry } = workflow
-    const args: WorkflowActorArgs = {
-      name: workflow.name,
-      url: workflow.url,
-      exportName: workflow.exportName,
-      runs: { store: refs.runs, table: runs.table_name },
-      ...(sessions === undefined || refs.sessions === undefined ? {} : { sessions: { store: refs.sessions, namespace: sessions.namespace } }),
-      ...(refs.models === undefined ? {} : { models: refs.models }),
-      owner,
-      maxConcurrent: entry.max_concurrent_tasks,
-      queueSize: entry.queue_size,
-      ...(entry.timeout_ms === undefined ? {} : { timeoutMs: entry.timeout_ms }),
-      resumable: entry.resumable,
-      ...(entry.retention === undefined ? {} : { retentionMs: entry.retention }),
-      leaseMs: config.troupe.lease_ms,
-    }
-    return {
-      id: workflowActorName(workflow.name),
-      name: workflowActorName(workflow.name),
-      behavior: workflowActor,
-      args,
-      placement: 'pool' as const,
-      // On the worker of its runs store: a run's journal writes, one or more per step, then stay
-      // on one thread (measured in npm run bench: wf_http_run_p50_ms).
-      near: refs.runs,
-      restart: 'permanent' as const,
-      // Stopping waits for in-flight steps as long as any drain does; runs cut short resume on the next start.
-      shutdownMs: config.troupe.drain_timeout_ms,
-    }
-  })
+  if (runs === undefined) throw new Error('workflowChildSpec: storage.stores.runs is unset (resolveWorkflows reports it)')
+  const { config: entry } = workflow
+  const args: WorkflowActorArgs = {
+    name: workflow.name,
+    url: workflow.url,
+    exportName: workflow.exportName,
+    runs: { store: refs.runs, table: runs.table_name },
+    ...(sessions === undefined || refs.sessions === undefined ? {} : { sessions: { store: refs.sessions, namespace: sessions.namespace } }),
+    ...(refs.models === undefined ? {} : { models: refs.models }),
+    owner: config.troupe.node_id ?? hostname(),
+    maxConcurrent: entry.max_concurrent_tasks,
+    queueSize: entry.queue_size,
+    ...(entry.timeout_ms === undefined ? {} : { timeoutMs: entry.timeout_ms }),
+    resumable: entry.resumable,
+    ...(entry.retention === undefined ? {} : { retentionMs: entry.retention }),
+    leaseMs: config.troupe.lease_ms,
+  }
+  return {
+    id: workflowActorName(workflow.name),
+    name: workflowActorName(workflow.name),
+    behavior: workflowActor,
+    args,
+    placement: 'pool' as const,
+    // On the worker of its runs store: a run's journal writes, one or more per step, then stay
+    // on one thread (measured in npm run bench: wf_http_run_p50_ms).
+    near: refs.runs,
+    restart: 'permanent' as const,
+    // Stopping waits for in-flight steps as long as any drain does; runs cut short resume on the next start.
+    shutdownMs: config.troupe.drain_timeout_ms,
+  }
 }
 
 /** The `workflows` supervisor: one_for_one, as the other subtrees, since one workflow's crash says nothing about another's. */

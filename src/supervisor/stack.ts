@@ -1,25 +1,23 @@
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
+import type { ActorRef, ActorSystem } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
-import { ApiServer, type TlsFiles } from '../server/server.js'
-import { providerActorName, resolveProviders, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
-import { startStores, storeRef } from '../stack/stores.js'
-import { resolveWorkflows, startWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
-import { modelsRoutingTable, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
-import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
-import { inferenceStore, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
-import type { InferenceMessage } from '../../actors/providers/inference/protocol.js'
-import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
-
-const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
+import type { ApiServer, TlsFiles } from '../server/server.js'
+import { resolveProviders, type ResolvedProvider } from '../stack/providers.js'
+import { resolveWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
+import type { ModelsMessage } from '../../actors/routing/models.js'
+import { StackSupervisor, type ReloadReport, type ReloadTrigger, type StackOptions } from './stack-supervisor.js'
 
 export interface RunningStack {
   readonly server: ApiServer
-  /** Where the HTTP API listens. */
+  /** Where the HTTP API listens (a reload that moves the listener changes it). */
   readonly url: string
   readonly models: ActorRef<ModelsMessage>
-  /** Stops HTTP intake, then the actors in reverse start order (stores last, after their writes flushed). */
+  /** The owner of the running config: its generation, hash and last reload. */
+  readonly supervisor: StackSupervisor
+  /** Re-reads the config file and applies the difference (see StackSupervisor.reload). */
+  reload(trigger?: ReloadTrigger): Promise<ReloadReport>
+  /** Stops HTTP intake, drains under troupe.drain_timeout_ms, then the actors in reverse start order (stores last, after their writes flushed). */
   stop(): Promise<void>
 }
 
@@ -103,143 +101,28 @@ function readTls(tls: TlsConfig): { files: TlsFiles | undefined; issues: ConfigI
 }
 
 /**
- * Starts the stack in dependency order: store actors, providers, routing tables and the API
- * services, the workflows, then HTTP. Logs one line per actor started and a final "listening" line.
+ * Starts the stack from the plan of its config: store actors, providers, routing tables and the
+ * API services, the workflows, then HTTP. Logs one line per actor started and a final
+ * "listening" line. The StackSupervisor it returns owns the config from then on (reload, inspect).
  */
-export async function startStack(system: ActorSystem, loaded: LoadedConfig, log: Logger, options: { port?: number; host?: string } = {}): Promise<RunningStack> {
-  const { config } = loaded
-  const { providers, tls, workflows } = await checkStackWithWorkflows(loaded)
-  const drainMs = config.troupe.drain_timeout_ms
-
-  await startStores(system, config)
-  await system.supervise(
-    {
-      strategy: 'one_for_one',
-      intensity: 5,
-      periodMs: 10_000,
-      backoff: BACKOFF,
-      children: providers.map(provider => ({
-        id: providerActorName(provider.providerId),
-        name: providerActorName(provider.providerId),
-        behavior: provider.spec.behavior,
-        args: { providerId: provider.providerId, config: provider.config } satisfies ProviderArgs,
-        placement: 'pool' as const,
-        restart: 'permanent' as const,
-        shutdownMs: drainMs,
-      })),
-    },
-    { id: 'providers' },
-  )
-
-  const entries: ProviderEntry[] = []
-  for (const provider of providers) {
-    entries.push({ providerId: provider.providerId, providerType: provider.spec.type, api: provider.api, ref: await mustLookup<InferenceMessage>(system, providerActorName(provider.providerId)) })
-  }
-  const { metadata, inference, conversations: conversationsRef } = config.storage.stores
-  const metadataArgs = metadata === undefined ? undefined : { store: await storeRef<KvMessage>(system, metadata.backend), namespace: metadata.namespace }
-  if (metadataArgs === undefined) log.warn('no storage.stores.metadata: registered models are kept in memory only')
-
-  await system.supervise(
-    {
-      strategy: 'one_for_one',
-      intensity: 5,
-      periodMs: 10_000,
-      backoff: BACKOFF,
-      children: [
-        {
-          id: 'routing:models',
-          name: 'routing:models',
-          behavior: modelsRoutingTable,
-          args: { providers: entries, models: config.registered_resources.models, ...(metadataArgs === undefined ? {} : { metadata: metadataArgs }) },
-          // Every request reads the table: on the HTTP thread it costs no hop.
-          placement: 'main' as const,
-          restart: 'permanent' as const,
-          shutdownMs: drainMs,
-        },
-        ...(inference === undefined
-          ? []
-          : [
-              {
-                id: 'inference-store',
-                name: 'inference-store',
-                behavior: inferenceStore,
-                args: { store: await storeRef<TableMessage>(system, inference.backend), table: inference.table_name, maxQueue: inference.max_write_queue_size, writers: inference.num_writers },
-                placement: 'main' as const,
-                restart: 'permanent' as const,
-                shutdownMs: drainMs,
-              },
-            ]),
-        ...(conversationsRef === undefined
-          ? []
-          : [
-              {
-                id: 'conversations',
-                name: 'conversations',
-                behavior: conversations,
-                args: { store: await storeRef<TableMessage>(system, conversationsRef.backend), table: conversationsRef.table_name },
-                placement: 'main' as const,
-                restart: 'permanent' as const,
-                shutdownMs: drainMs,
-              },
-            ]),
-      ],
-    },
-    { id: 'apis' },
-  )
-
-  // Workflows call models through the routing table, so they start after the 'apis' subtree and stop before it.
-  const models = await mustLookup<ModelsMessage>(system, 'routing:models')
-  const workflowEntries = await startWorkflows(system, config, workflows, models)
-
-  const snapshot = await system.inspect()
-  for (const actor of actorNodes(snapshot.root)) log.info({ actor: actor.id, placement: actor.placement, thread: actor.thread, status: actor.status }, 'actor started')
-
-  const server = new ApiServer({
-    system,
-    models,
-    providers: new Map(entries.map(entry => [entry.providerId, entry])),
-    inferenceStore: inference === undefined ? undefined : await mustLookup<InferenceStoreMessage>(system, 'inference-store'),
-    conversations: conversationsRef === undefined ? undefined : await mustLookup<ConversationsMessage>(system, 'conversations'),
-    imageName: config.image_name,
-    version: packageVersion(),
-    log: log.child({ component: 'http' }),
-    cors: config.server.cors,
-    maxBodyBytes: config.server.max_body_bytes,
-    tls,
-    prewakeInference: prewakeAll(entries.filter(entry => entry.api === 'inference').map(entry => entry.ref)),
-    workflows: workflowEntries,
-    workflowsContextSecret: config.server.workflows_context_secret,
-  })
-  const url = await server.listen(options.port ?? config.server.port, options.host ?? config.server.host)
-  log.info({ url }, `listening on ${url}`)
+export async function startStack(system: ActorSystem, loaded: LoadedConfig, log: Logger, options: StackOptions = {}): Promise<RunningStack> {
+  const stack = await StackSupervisor.start(system, loaded, log, options)
   return {
-    server,
-    url,
-    models,
-    stop: async () => {
-      await server.close()
-      await system.shutdown()
+    get server() {
+      return stack.server
     },
+    get url() {
+      return stack.url
+    },
+    models: stack.models,
+    supervisor: stack,
+    reload: trigger => stack.reload(trigger),
+    stop: () => stack.stop(),
   }
 }
-
-/** Prewakes the threads of these actors; undefined when there are none. */
-function prewakeAll(refs: readonly ActorRef[]): (() => void) | undefined {
-  if (refs.length === 0) return undefined
-  return () => {
-    for (const ref of refs) ref.prewake()
-  }
-}
-
-async function mustLookup<M>(system: ActorSystem, name: string): Promise<ActorRef<M>> {
-  const ref = await system.lookup<M>(name)
-  if (ref === undefined) throw new Error(`actor '${name}' did not start`)
-  return ref
-}
-
 
 /** troupe's version from its package.json: two folders up from src/supervisor (tests), three from dist/src/supervisor. */
-function packageVersion(): string {
+export function packageVersion(): string {
   for (const candidate of ['../../package.json', '../../../package.json']) {
     let text: string
     try {

@@ -1,0 +1,85 @@
+import { mkdirSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { fakeOpenAI } from '../../bench/fixtures/upstreams.js'
+import { runCli } from '../fixtures/cli.js'
+import { cliStackConfig, freePort, startCli } from '../fixtures/cli-stack.js'
+import { tempDir } from '../fixtures/stack.js'
+
+/** What troupe reloads on: SIGHUP, the config file's content changing, and `troupe reload`. */
+
+const inspect = async (url: string) => (await (await fetch(`${url}/v1/inspect/config`)).json()) as { generation: number; sha256: string; lastReload?: { trigger: string; result: string; appliedLive: string[] } }
+const imageName = async (url: string) => ((await (await fetch(`${url}/v1/version`)).json()) as { image_name: string }).image_name
+
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return
+    await new Promise(resolve => setTimeout(resolve, 25))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused by both', async t => {
+  const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
+  t.teardown(() => upstream.close())
+  const dir = tempDir(t)
+  const file = join(dir, 'stack.yaml')
+  const yaml = cliStackConfig(dir, upstream.url, 5000, await freePort())
+  writeFileSync(file, yaml)
+  const running = await startCli(t, file)
+
+  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-signal'))
+  running.child.kill('SIGHUP')
+  await until(async () => (await imageName(running.url)) === 'by-signal', 'the SIGHUP reload')
+  t.match(await inspect(running.url), { generation: 2, lastReload: { trigger: 'signal', result: 'applied', appliedLive: ['image_name'] } })
+
+  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-command'))
+  const byFile = await runCli(['reload', '--config', file])
+  t.equal(byFile.code, 0, byFile.stderr)
+  t.match(byFile.stdout, /"result": "applied"/)
+  t.equal(await imageName(running.url), 'by-command', '--config finds the server by the address in the file')
+
+  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-url'))
+  const byUrl = await runCli(['reload', '--url', running.url])
+  t.equal(byUrl.code, 0, byUrl.stderr)
+  t.equal(await imageName(running.url), 'by-url')
+
+  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: never').replace('drain_timeout_ms: 5000', 'drain_timeout_ms: -1'))
+  const refused = await runCli(['reload', '--config', file])
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /troupe\.drain_timeout_ms/, 'the refusal names the field')
+  t.equal(await imageName(running.url), 'by-url', 'nothing changed')
+  t.match(await inspect(running.url), { generation: 4, lastReload: { trigger: 'admin', result: 'invalid' } })
+
+  running.child.kill('SIGTERM')
+  t.equal(await running.exited, 0)
+})
+
+t.test('a change of the content reloads; a touch does not; a symlink swapped under the path is followed', async t => {
+  const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
+  t.teardown(() => upstream.close())
+  const dir = tempDir(t)
+  // As Kubernetes mounts a ConfigMap: stack.yaml -> ..data/stack.yaml, ..data -> a versioned directory.
+  const yaml = cliStackConfig(dir, upstream.url, 5000, await freePort())
+  mkdirSync(join(dir, 'v1'))
+  writeFileSync(join(dir, 'v1', 'stack.yaml'), yaml)
+  symlinkSync('v1', join(dir, '..data'))
+  symlinkSync(join('..data', 'stack.yaml'), join(dir, 'stack.yaml'))
+  const running = await startCli(t, join(dir, 'stack.yaml'), [])
+
+  utimesSync(join(dir, 'v1', 'stack.yaml'), new Date(), new Date())
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.equal((await inspect(running.url)).generation, 1, 'a touch leaves the content and the generation alone')
+
+  mkdirSync(join(dir, 'v2'))
+  writeFileSync(join(dir, 'v2', 'stack.yaml'), yaml.replace('image_name: shutdown', 'image_name: swapped'))
+  symlinkSync('v2', join(dir, '..data_tmp'))
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
+  await until(async () => (await imageName(running.url)) === 'swapped', 'the reload after the symlink swap')
+  t.match(await inspect(running.url), { generation: 2, lastReload: { trigger: 'watch', result: 'applied' } })
+
+  writeFileSync(join(dir, 'v2', 'stack.yaml'), yaml.replace('image_name: shutdown', 'image_name: edited'))
+  await until(async () => (await imageName(running.url)) === 'edited', 'the reload after an edit in place')
+  running.child.kill('SIGTERM')
+  t.equal(await running.exited, 0)
+})
