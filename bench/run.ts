@@ -4,9 +4,11 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { askRtt } from './ask-rtt.js'
+import { drainBench } from './drain.js'
 import { formatTable, type BenchResult } from './harness.js'
 import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
+import { reloadBench } from './reload.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
 import { workflowHttpLatency } from './workflows-http.js'
@@ -28,6 +30,8 @@ const benches: Bench[] = [
   { names: ['wf_run_tput'], run: workflowRunThroughput },
   { names: ['wf_http_run_p50_ms', 'wf_http_run_overhead_p50_ms', 'wf_http_run_sync_floor_p50_ms'], run: workflowHttpLatency },
   { names: ['wf_resume_ms'], run: workflowResume },
+  { names: ['reload_hot_ms', 'reload_hot_failed_requests', 'reload_provider_ms'], run: reloadBench },
+  { names: ['drain_ms_n1', 'drain_ms_n16', 'drain_ms_n64'], run: drainBench },
 ]
 
 /** Marks a result line on a child's stdout, which also carries warnings logged there. */
