@@ -249,8 +249,9 @@ export class StackSupervisor {
             models: config.registered_resources.models,
             ...(metadata === undefined ? {} : { metadata: { store: store<KvMessage>(metadata.backend), namespace: metadata.namespace } }),
           },
-          // Every request reads the table: on the HTTP thread it costs no hop.
-          placement: 'main',
+          // On the pool, as every routing table: the HTTP thread routes from its watched copy of
+          // the registry (ModelList), so a request asks the table nothing (npm run bench: http_*).
+          placement: 'pool',
         }
       case INFERENCE_STORE:
         return {
