@@ -13,13 +13,17 @@ import { tempDir } from '../fixtures/stack.js'
 const chat = (url: string) =>
   fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'hi' }] }) })
 
-t.test('SIGTERM under load, then SIGINT: the drain completes, exit 0, and every answered completion is stored', async t => {
+t.test('SIGTERM then SIGINT under load and with runs in flight: the drain completes, exit 0; every answered completion is stored; every run completed or resumes', async t => {
   const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
   t.teardown(() => upstream.close())
   const dir = tempDir(t)
   const file = join(dir, 'stack.yaml')
   writeFileSync(file, config(dir, upstream.url, 10_000, await freePort()))
   const first = await start(t, file)
+  const nowait = async (name: string, body: unknown) => {
+    const res = await fetch(`${first.url}/workflows/${name}/run-nowait`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    return ((await res.json()) as { handler_id: string }).handler_id
+  }
 
   const answered: string[] = []
   let refused = 0
@@ -39,7 +43,10 @@ t.test('SIGTERM under load, then SIGINT: the drain completes, exit 0, and every 
       }
     }
   })
-  await new Promise(resolve => setTimeout(resolve, 400))
+  await new Promise(resolve => setTimeout(resolve, 300))
+  // One run executing its steps when the signal comes, one parked waiting for a human.
+  const human = await nowait('human', { start_event: {} })
+  const timed = await nowait('timed', { start_event: { ms: 150 } })
   // Back to back: the second arrives while the first one's drain is under way, however short.
   first.child.kill('SIGTERM')
   first.child.kill('SIGINT')
@@ -48,7 +55,7 @@ t.test('SIGTERM under load, then SIGINT: the drain completes, exit 0, and every 
   await Promise.all(clients)
   t.equal(code, 0, 'exits 0 after the drain')
   t.match(first.output(), /still draining/, 'the second signal is logged and does not cut the drain short')
-  t.match(first.output(), /"msg":"drained"/)
+  t.match(first.output(), /"runsFinished":1,"runsToResume":1/, 'the executing run finished in the drain; the waiting one was let go')
   t.ok(answered.length > 0, `${answered.length} answered before and during the drain, ${refused} refused or reset after intake stopped`)
 
   const second = await start(t, file)
@@ -59,38 +66,14 @@ t.test('SIGTERM under load, then SIGINT: the drain completes, exit 0, and every 
     if (res.status !== 200) missing.push(id)
   }
   t.same(missing, [], 'every completion answered 200 is in the inference store after the restart')
-  second.child.kill('SIGTERM')
-  t.equal(await second.exited, 0)
-})
-
-t.test('runs at SIGTERM: an executing one finishes in the drain; one waiting for a human resumes after the restart', async t => {
-  const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
-  t.teardown(() => upstream.close())
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  writeFileSync(file, config(dir, upstream.url, 10_000, await freePort()))
-  const first = await start(t, file)
-  const nowait = async (name: string, body: unknown) => {
-    const res = await fetch(`${first.url}/workflows/${name}/run-nowait`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-    return ((await res.json()) as { handler_id: string }).handler_id
-  }
-  const timed = await nowait('timed', { start_event: { ms: 150 } })
-  const human = await nowait('human', { start_event: {} })
-  await new Promise(resolve => setTimeout(resolve, 100))
-  first.child.kill('SIGTERM')
-  t.equal(await first.exited, 0)
-  t.match(first.output(), /"runsFinished":1,"runsToResume":1/, 'the executing run finished in the drain; the waiting one was let go')
-
-  const second = await start(t, file)
-  const done = await (await fetch(`${second.url}/handlers/${timed}`)).json() as { status: string; result: unknown }
+  const done = (await (await fetch(`${second.url}/handlers/${timed}`)).json()) as { status: string }
   t.equal(done.status, 'completed', 'the run executing at SIGTERM completed, not cut off')
   const sent = await fetch(`${second.url}/events/${human}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ event: { type: 'HumanResponseEvent', value: { response: 'yes' } } }) })
   t.equal(sent.status, 200, await sent.text())
-  const result = await (await fetch(`${second.url}/results/${human}`)).json() as { status: string; result?: { value?: { response?: string } } }
-  let status = result.status
+  let status = ''
   for (let i = 0; i < 100 && status !== 'completed'; i++) {
-    await new Promise(resolve => setTimeout(resolve, 50))
     status = ((await (await fetch(`${second.url}/handlers/${human}`)).json()) as { status: string }).status
+    if (status !== 'completed') await new Promise(resolve => setTimeout(resolve, 50))
   }
   t.equal(status, 'completed', 'the run waiting at SIGTERM resumed after the restart and took the event')
   second.child.kill('SIGTERM')
@@ -129,4 +112,20 @@ t.test('a third signal forces exit with a non-zero code', async t => {
   const code = await running.exited
   t.not(code, 0)
   t.match(running.output(), /forced exit/)
+})
+
+t.test('a subtree that gives up restarting stops the stack in order, with exit code 1', async t => {
+  const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
+  t.teardown(() => upstream.close())
+  const dir = tempDir(t)
+  const file = join(dir, 'stack.yaml')
+  const yaml = config(dir, upstream.url, 2000, await freePort())
+  writeFileSync(file, yaml)
+  const running = await start(t, file)
+  const broken = new URL('../fixtures/broken-in-workers.ts', import.meta.url).pathname
+  writeFileSync(file, yaml.replace(/module: '[^']+', export: timedSteps/, `module: '${broken}', export: brokenInWorkers`))
+  running.child.kill('SIGHUP')
+  t.equal(await running.exited, 1, 'an orderly stop, then exit 1')
+  t.match(running.output(), /a subtree gave up restarting; stopping the stack/)
+  t.match(running.output(), /"msg":"stopped"/)
 })
