@@ -89,7 +89,7 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   kernel: KernelService | undefined
 
   private readonly codec: EnvelopeCodec
-  private readonly askTimeoutMs: number
+  private askTimeoutMs: number
   private readonly onExit: ActorHostOptions['onExit']
   private readonly spinAlways: boolean
   private readonly links = new Map<number, Link>()
@@ -200,6 +200,11 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   }
 
   /** An ask to another thread's kernel (or this one's). */
+  /** The default deadline of asks sent from this thread from now on (asks in flight keep theirs). */
+  setAskTimeout(ms: number): void {
+    this.askTimeoutMs = ms
+  }
+
   askKernel<R>(thread: number, op: KernelOp, timeoutMs = this.askTimeoutMs): Promise<R> {
     const correlation = this.nextCorrelation()
     const reply = this.asks.register<R>(correlation, thread, `kernel of thread ${thread}`, timeoutMs, undefined, () => {})

@@ -3,7 +3,7 @@ import * as Comlink from 'comlink'
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs'
 import { Piscina } from 'piscina'
 import { ActorError } from './errors.js'
-import type { ActorHost, HostStats } from './host.js'
+import type { ActorHost, HostStats, KernelOp } from './host.js'
 import { createLinkRings, type LinkRings } from './link.js'
 import { withTimeout } from './timeout.js'
 import type { LogLevel } from './system-options.js'
@@ -68,9 +68,11 @@ export class WorkerThreads {
   private nextThreadId = 1
   private closing = false
   private logLevel: LogLevel
+  private askTimeoutMs: number
 
   constructor(private readonly options: WorkerThreadsOptions) {
     this.logLevel = options.logLevel
+    this.askTimeoutMs = options.askTimeoutMs
   }
 
   async startPool(size: number): Promise<void> {
@@ -123,10 +125,21 @@ export class WorkerThreads {
    */
   async setLogLevel(level: LogLevel): Promise<void> {
     this.logLevel = level
+    await this.tellEveryThread({ op: 'log_level', level })
+  }
+
+  /** Sets the default ask deadline on every worker, as setLogLevel sets the level. */
+  async setAskTimeout(ms: number): Promise<void> {
+    this.askTimeoutMs = ms
+    await this.tellEveryThread({ op: 'ask_timeout', ms })
+  }
+
+  /** Resolves once every live worker applied `op`; a thread that dies meanwhile is skipped (its replacement starts with the new setting). */
+  private async tellEveryThread(op: KernelOp): Promise<void> {
     const { host } = this.options
     await Promise.all(
       this.threads().map(thread =>
-        host.askKernel(thread.threadId, { op: 'log_level', level }, ADMIN_TIMEOUT_MS).catch((error: unknown) => {
+        host.askKernel(thread.threadId, op, ADMIN_TIMEOUT_MS).catch((error: unknown) => {
           if (this.live.get(thread.threadId) === thread) throw error
         }),
       ),
@@ -190,7 +203,7 @@ export class WorkerThreads {
       threadId,
       directory: host.directory.buffer,
       logLevel: this.logLevel,
-      askTimeoutMs: this.options.askTimeoutMs,
+      askTimeoutMs: this.askTimeoutMs,
       mainPort: toMain.port2,
       mainRings: mainRings.b,
       adminPort: admin.port2,

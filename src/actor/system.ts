@@ -155,6 +155,17 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     await this.threads.setLogLevel(parsed)
   }
 
+  /**
+   * Changes the default deadline of asks (those without their own timeoutMs) on every thread,
+   * for asks sent from now on; workers started later start with it. Resolves once every live
+   * thread applied it.
+   */
+  async setAskTimeout(ms: number): Promise<void> {
+    if (!(Number.isFinite(ms) && ms > 0)) throw new TypeError(`setAskTimeout(ms): ms must be a positive number, got ${String(ms)}`)
+    this.host.setAskTimeout(ms)
+    await this.threads.setAskTimeout(ms)
+  }
+
   /** Stops every actor and supervisor in reverse start order, then the worker threads. Idempotent. */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {

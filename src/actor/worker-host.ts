@@ -74,6 +74,9 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
           // The actors' loggers are children of this one and follow its level (pino 7+).
           log.level = logLevelSchema.parse(op['level'])
           return null
+        case 'ask_timeout':
+          host.setAskTimeout(op['ms'] as number)
+          return null
         case 'shutdown':
           // Close after this reply has been flushed to the main thread.
           setImmediate(() => {

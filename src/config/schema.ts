@@ -184,7 +184,7 @@ export const stackConfigSchema = z
         .object({
           workers: restart(z.number().int().min(0).max(256).optional(), 'Pool worker threads; defaults to the number of CPUs.'),
           drain_timeout_ms: hot(z.number().int().positive().default(30_000), 'How long shutdown and restarts wait for in-flight runs.'),
-          ask_timeout_ms: restart(z.number().int().positive().default(30_000), 'Default ask timeout between actors.'),
+          ask_timeout_ms: hot(z.number().int().positive().default(30_000), 'Default ask timeout between actors, on every thread, for asks sent from then on.'),
           node_id: restart(
             z.string().min(1).optional(),
             "This process's identity as owner of workflow runs; runs it owned are resumed at once when it starts again. Defaults to the host name. Two live processes must not share one.",

@@ -57,6 +57,8 @@ export type FieldOwner =
   | 'listener'
   /** ActorSystem.setLogLevel, on every thread. */
   | 'log-level'
+  /** ActorSystem.setAskTimeout, on every thread. */
+  | 'ask-timeout'
   /** The models routing table: registered models registered or unregistered. */
   | 'models'
   /** The inference store's configure message. */
@@ -123,7 +125,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   'workflows[].retention': { owner: 'workflow-limits' },
   troupe: { owner: 'none', why: "troupe's own settings: each field is listed" },
   'troupe.workers': { owner: 'process', why: 'the worker pool is sized when the process starts; resizing it live is not built yet' },
-  'troupe.ask_timeout_ms': { owner: 'process', why: "the kernel's default ask timeout is fixed when the process starts" },
+  'troupe.ask_timeout_ms': { owner: 'ask-timeout' },
   'troupe.drain_timeout_ms': { owner: 'drain' },
   'troupe.node_id': { owner: 'workflows' },
   'troupe.lease_ms': { owner: 'workflows' },
@@ -131,7 +133,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
 }
 
 /** Owners that apply a change live; the others restart, replace or report. */
-export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'models', 'inference-queue', 'workflow-limits', 'read-on-use'])
+export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'ask-timeout', 'models', 'inference-queue', 'workflow-limits', 'read-on-use'])
 
 /** The rule for a schema path: its longest listed prefix's. */
 export function ownerOfField(schemaPath: string): OwnerRule | undefined {

@@ -461,6 +461,9 @@ export class StackSupervisor {
         case 'log-level':
           await this.#system.setLogLevel(config.logging.level)
           break
+        case 'ask-timeout':
+          await this.#system.setAskTimeout(config.troupe.ask_timeout_ms)
+          break
         case 'models':
           // Also after a restart of the table: its init registers the declared models, but one
           // no longer declared is still in the metadata store until it is unregistered.

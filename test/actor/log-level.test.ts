@@ -1,4 +1,4 @@
-// ActorSystem.setLogLevel: one level for the main thread and every worker, now and later.
+// ActorSystem.setLogLevel and setAskTimeout: one setting for the main thread and every worker, now and later.
 import t from 'tap'
 import { capturingLogger } from '../fixtures/logger.js'
 import { eventually } from '../fixtures/eventually.js'
@@ -42,4 +42,17 @@ t.test('setLogLevel changes what actors log on the main thread and on every work
 t.test('setLogLevel refuses a level pino does not know, naming it', async t => {
   const system = await startSystem(t, { workers: 0 })
   await t.rejects(system.setLogLevel('loud' as never), { name: 'TypeError', message: /setLogLevel\(level\)/ })
+})
+
+t.test('setAskTimeout changes the default deadline of asks on the main thread and on every worker, also those started later', async t => {
+  const system = await startSystem(t, { askTimeoutMs: 10_000 })
+  const slow: ActorRef<LedgerMessage> = await system.spawn(ledger, { placement: 'pool' })
+  const onPool: ActorRef<LedgerMessage> = await system.spawn(ledger, { placement: 'pool' })
+  await system.setAskTimeout(100)
+  await t.rejects(slow.ask({ type: 'slow', ms: 1000 }), { code: 'timeout' }, 'an ask from the main thread without its own timeout uses the new default')
+  await t.rejects(onPool.ask({ type: 'forward', to: slow, msg: { type: 'slow', ms: 1000 } }, { timeoutMs: 5000 }), { code: 'timeout' }, 'so does one from a pool actor')
+  const later: ActorRef<LedgerMessage> = await system.spawn(ledger, { placement: 'dedicated' })
+  await t.rejects(later.ask({ type: 'forward', to: slow, msg: { type: 'slow', ms: 1000 } }, { timeoutMs: 5000 }), { code: 'timeout' }, 'and one from a worker started after the change')
+  t.equal(await slow.ask({ type: 'slow', ms: 300 }, { timeoutMs: 5000 }), 'slow done', 'an ask with its own timeout keeps it')
+  await t.rejects(system.setAskTimeout(0), TypeError)
 })
