@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
   let stack: RunningStack | undefined
   if (loaded !== undefined) {
     try {
-      stack = await startStack(system, loaded, log)
+      stack = await startStack(system, loaded, log, values.workers === undefined ? {} : { workers: Number(values.workers) })
       stop = stack.stop
     } catch (error) {
       log.error({ err: error }, 'the stack could not start')

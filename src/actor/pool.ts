@@ -22,6 +22,8 @@ export class HostThread {
   /** Actors placed here, for least-loaded placement. */
   actors = 0
   ready = false
+  /** Being retired by a shrink of the pool: takes no new actors while its own move away. */
+  retiring = false
 
   constructor(
     readonly threadId: number,
@@ -55,16 +57,18 @@ export interface WorkerThreadsOptions {
 }
 
 /**
- * The worker threads that host actors: a piscina pool of fixed size for `pool` placement and
- * one single-thread piscina per `dedicated` actor. piscina starts, replaces and limits the
- * workers; each worker runs one long-lived host task, and after that all traffic flows over
- * MessagePorts joining every pair of threads.
+ * The worker threads that host actors: one single-thread piscina per thread, for `pool`
+ * placement (as many as the pool's size, which resizePool changes while the system runs) and
+ * per `dedicated` actor. piscina starts, replaces and limits the workers; each worker runs one
+ * long-lived host task, and after that all traffic flows over MessagePorts joining every pair
+ * of threads.
  */
 export class WorkerThreads {
   private readonly live = new Map<number, HostThread>()
   private readonly readiness = new Map<number, { resolve(): void; reject(error: unknown): void }>()
   private readonly waitingForPoolThread: Array<(thread: HostThread) => void> = []
-  private pool: Piscina | undefined
+  /** Whether `pool` placement is served: the pool was started with at least one thread. */
+  private pooled = false
   private nextThreadId = 1
   private closing = false
   private logLevel: LogLevel
@@ -77,21 +81,52 @@ export class WorkerThreads {
 
   async startPool(size: number): Promise<void> {
     if (size === 0) return
-    this.pool = this.createPiscina(size, this.options.resourceLimits)
-    await Promise.all(Array.from({ length: size }, () => this.launch(this.pool!, 'pool')))
+    this.pooled = true
+    await Promise.all(Array.from({ length: size }, () => this.launchPoolThread()))
+  }
+
+  /** The pool threads that take actors: live, not being retired. */
+  poolThreads(): HostThread[] {
+    return this.threads().filter(thread => thread.kind === 'pool' && !thread.retiring)
+  }
+
+  /** Starts `count` more pool threads; resolves once they take actors. */
+  async grow(count: number): Promise<void> {
+    this.pooled = true
+    await Promise.all(Array.from({ length: count }, () => this.launchPoolThread()))
+  }
+
+  /**
+   * Marks `count` pool threads, the least loaded, as retiring (no new actor goes there) and
+   * returns them: the caller moves their actors away, then calls retire on each.
+   */
+  beginShrink(count: number): HostThread[] {
+    const chosen = this.poolThreads().sort((a, b) => a.actors - b.actors).slice(0, count)
+    for (const thread of chosen) thread.retiring = true
+    return chosen
+  }
+
+  private async launchPoolThread(): Promise<HostThread> {
+    const piscina = this.createPiscina(1, this.options.resourceLimits)
+    try {
+      return await this.launch(piscina, 'pool')
+    } catch (error) {
+      await piscina.destroy()
+      throw error
+    }
   }
 
   /** The ready pool thread with the fewest actors; waits for a replacement if none is up. */
   /** Whether `thread` is up and taking actors (not dead, retired or still starting). */
   isLive(thread: HostThread): boolean {
-    return thread.ready && this.live.get(thread.threadId) === thread
+    return thread.ready && !thread.retiring && this.live.get(thread.threadId) === thread
   }
 
   pickPoolThread(): Promise<HostThread> {
-    if (this.pool === undefined) return Promise.reject(new TypeError("placement 'pool' needs workers > 0"))
+    if (!this.pooled) return Promise.reject(new TypeError("placement 'pool' needs workers > 0"))
     let best: HostThread | undefined
     for (const thread of this.live.values()) {
-      if (thread.kind === 'pool' && thread.ready && (best === undefined || thread.actors < best.actors)) best = thread
+      if (thread.kind === 'pool' && thread.ready && !thread.retiring && (best === undefined || thread.actors < best.actors)) best = thread
     }
     if (best !== undefined) return Promise.resolve(best)
     return new Promise(resolve => this.waitingForPoolThread.push(resolve))
@@ -107,7 +142,7 @@ export class WorkerThreads {
     }
   }
 
-  /** Shuts down a dedicated thread whose actor stopped. */
+  /** Shuts down a dedicated thread whose actor stopped, or a pool thread a shrink emptied. */
   async retire(thread: HostThread): Promise<void> {
     if (!this.live.delete(thread.threadId)) return
     await this.shutDownThread(thread)
@@ -157,9 +192,7 @@ export class WorkerThreads {
     const threads = this.threads()
     this.live.clear()
     await Promise.all(threads.map(thread => this.shutDownThread(thread)))
-    const piscinas = new Set(threads.map(thread => thread.piscina))
-    if (this.pool !== undefined) piscinas.add(this.pool)
-    await Promise.all([...piscinas].map(piscina => piscina.destroy()))
+    await Promise.all([...new Set(threads.map(thread => thread.piscina))].map(piscina => piscina.destroy()))
   }
 
   private createPiscina(threads: number, resourceLimits: ResourceLimits | undefined): Piscina {

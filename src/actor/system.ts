@@ -166,6 +166,35 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     await this.threads.setAskTimeout(ms)
   }
 
+  /**
+   * Resizes the worker pool while the system runs (defaults to the number of CPUs). Growing
+   * starts threads that take new actors at once. Shrinking retires the least loaded threads:
+   * no new actor goes there, the actors on them are restarted in place by their supervisors
+   * (their stop hooks see 'restart', their refs stay, messages wait for them) onto the threads
+   * that stay, then the emptied threads stop. Resolves once the pool has its new size.
+   */
+  async resizePool(size: number = os.availableParallelism()): Promise<void> {
+    if (!(Number.isInteger(size) && size >= 1 && size <= 1024)) throw new TypeError(`resizePool(size): size must be an integer from 1 to 1024, got ${String(size)}`)
+    if (this.defaultPlacement === 'main') throw new TypeError('resizePool: this system was started with workers: 0, so it has no pool to resize')
+    const current = this.threads.poolThreads().length
+    if (size > current) await this.threads.grow(size - current)
+    if (size >= current) return
+    const leaving = new Set(this.threads.beginShrink(current - size))
+    const moving = [...this.actors.values()].filter(child => child.thread !== undefined && child.thread !== 'main' && leaving.has(child.thread))
+    const moved = await Promise.allSettled(moving.map(child => child.owner.restartChild(child.id)))
+    moved.forEach((result, i) => {
+      if (result.status === 'rejected') this.log.warn({ err: result.reason, actor: moving[i]!.id }, 'an actor could not be moved off a retiring worker; it restarts elsewhere when its worker stops')
+    })
+    await Promise.all([...leaving].map(thread => this.retireEmptied(thread)))
+  }
+
+  /** Stops a pool thread a shrink emptied; an actor still on it (one that could not move) is restarted elsewhere, as on a worker's death. */
+  private async retireEmptied(thread: HostThread): Promise<void> {
+    const stranded = [...this.actors.values()].filter(child => child.thread === thread)
+    await this.threads.retire(thread)
+    if (stranded.length > 0) this.threadDied(thread, new ActorError('stopped', `worker ${thread.threadId} was retired by a shrink of the pool`))
+  }
+
   /** Stops every actor and supervisor in reverse start order, then the worker threads. Idempotent. */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {

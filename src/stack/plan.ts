@@ -81,6 +81,8 @@ export type FieldOwner =
   | 'drain'
   /** Kept for a part that reads it when it runs: the reconciler, not built yet (reported as not applied). */
   | 'read-on-use'
+  /** ActorSystem.resizePool: threads start, or the least loaded retire, their actors moved. */
+  | 'pool'
   /** Fixed when the process starts: reported as not applied. */
   | 'process'
   /** Nothing runs from it. */
@@ -124,7 +126,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   'workflows[].resumable': { owner: 'workflow-limits' },
   'workflows[].retention': { owner: 'workflow-limits' },
   troupe: { owner: 'none', why: "troupe's own settings: each field is listed" },
-  'troupe.workers': { owner: 'process', why: 'the worker pool is sized when the process starts; resizing it live is not built yet' },
+  'troupe.workers': { owner: 'pool' },
   'troupe.ask_timeout_ms': { owner: 'ask-timeout' },
   'troupe.drain_timeout_ms': { owner: 'drain' },
   'troupe.node_id': { owner: 'workflows' },
@@ -176,6 +178,7 @@ export function ownerOf(change: ConfigChange): OwnerRule {
  * - `replace`: actors whose behaviour changes (a provider's type or module): stopped, then
  *   started anew, with a new ref;
  * - `rebind`: the listener must move (host, port, TLS);
+ * - `resize`: the worker pool takes its new size;
  * - `unapplied`: changes nothing running can take without a new process, each with its reason.
  */
 export interface ReloadPlan {
@@ -185,6 +188,8 @@ export interface ReloadPlan {
   readonly stop: readonly string[]
   readonly replace: readonly string[]
   readonly rebind: boolean
+  /** troupe.workers changed: the pool is resized. */
+  readonly resize: boolean
   readonly unapplied: ReadonlyArray<{ readonly path: string; readonly reason: string }>
 }
 
@@ -196,6 +201,7 @@ export function planReload(before: StackPlan, after: StackPlan, changes: readonl
   const hot: ConfigChange[] = []
   const unapplied: Array<{ path: string; reason: string }> = []
   let rebind = false
+  let resize = false
   for (const change of changes) {
     const { owner, why } = ownerOf(change)
     const [, api, item] = change.segments
@@ -205,6 +211,9 @@ export function planReload(before: StackPlan, after: StackPlan, changes: readonl
         break
       case 'listener':
         rebind = true
+        break
+      case 'pool':
+        resize = true
         break
       case 'provider-behaviour':
         replace.add(providerActorName(item!))
@@ -244,6 +253,7 @@ export function planReload(before: StackPlan, after: StackPlan, changes: readonl
     stop: before.actors.filter(a => !afterIds.has(a.id)).map(a => a.id).reverse(),
     replace: after.actors.filter(a => replace.has(a.id) && beforeIds.has(a.id)).map(a => a.id),
     rebind,
+    resize,
     unapplied,
   }
 }

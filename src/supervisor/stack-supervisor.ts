@@ -72,6 +72,8 @@ export interface StackOptions {
   /** Overrides server.port (tests and benchmarks bind 0). Kept across reloads. */
   readonly port?: number
   readonly host?: string
+  /** The pool size the command line fixed (--workers): troupe.workers then does not resize it. */
+  readonly workers?: number
 }
 
 /**
@@ -359,6 +361,15 @@ export class StackSupervisor {
   async #apply(steps: ReloadPlan, applied: AppliedConfig, done: Applied): Promise<void> {
     const subtreeOf = (id: string): Subtree => (this.#plan.actors.find(a => a.id === id) ?? applied.plan.actors.find(a => a.id === id))!.subtree
     const running = (id: string): boolean => this.#subtrees.get(subtreeOf(id))?.childHandles.some(c => c.id === id) === true
+
+    if (steps.resize) {
+      if (this.#options.workers !== undefined) done.notApplied.push({ path: 'troupe.workers', reason: `the pool size was fixed on the command line (--workers ${this.#options.workers})` })
+      else {
+        // Grown first, so that what starts below spreads over the new threads.
+        await this.#system.resizePool(this.#loaded.config.troupe.workers)
+        done.appliedLive.push('troupe.workers (pool resized)')
+      }
+    }
 
     for (const id of steps.start) {
       if (running(id)) continue

@@ -71,9 +71,12 @@ t.test("changing a backend restarts it and, after it, everything that uses it", 
   t.same(steps.restart, ['store:sql', 'inference-store', 'workflow:w'])
 })
 
-t.test('the listener and the process-level fields are reported, not restarted', async t => {
+t.test('the listener moves and the pool resizes; no actor restarts for either', async t => {
   const steps = reloadOf(stack(), stack({ port: 9000, workers: 3 }))
   t.equal(steps.rebind, true)
-  t.same(steps.unapplied.map(u => u.path), ['troupe.workers'])
+  t.equal(steps.resize, true)
+  t.same(steps.unapplied, [])
   t.same(steps.restart, [])
+  const redact = reloadOf(stack(), `${stack()}logging: { redact: [secret] }\n`)
+  t.same(redact.unapplied.map(u => u.path), ['logging.redact'], 'a change that needs a new process is reported as not applied')
 })

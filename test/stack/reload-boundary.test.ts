@@ -81,8 +81,8 @@ t.test('a change of each field plans what its reload class promises', async t =>
       t.same([steps.hot.length, steps.restart, steps.replace, steps.rebind], [1, [], [], false], `${field.path}: applied live by '${owner}', nothing restarted`)
       continue
     }
-    const effects = steps.restart.length + steps.replace.length + (steps.rebind ? 1 : 0) + steps.unapplied.length
+    const effects = steps.restart.length + steps.replace.length + (steps.rebind ? 1 : 0) + (steps.resize ? 1 : 0) + steps.unapplied.length
     if (owner === 'none') t.equal(effects, 0, `${field.path}: nothing runs from it`)
-    else t.ok(effects > 0 && steps.hot.length === 0, `${field.path}: '${owner}' restarts ${[...steps.restart, ...steps.replace].join(', ') || (steps.rebind ? 'the listener' : 'nothing, reported as needing a new process')}`)
+    else t.ok(effects > 0 && steps.hot.length === 0, `${field.path}: '${owner}' restarts ${[...steps.restart, ...steps.replace].join(', ') || (steps.rebind ? 'the listener' : steps.resize ? 'the pool' : 'nothing, reported as needing a new process')}`)
   }
 })

@@ -235,3 +235,28 @@ async function chatAndGet(url: string): Promise<number> {
   const { id } = (await res.json()) as { id: string }
   return (await fetch(`${url}/v1/chat/completions/${id}`)).status
 }
+
+t.test('troupe.workers resizes the pool under load: grown, then shrunk with its actors moved, no request failing', async t => {
+  const { openai, ollama } = await startFakeUpstreams(t)
+  const yaml = stackYaml(openai, ollama, tempDir(t))
+  const { stack, file, system } = await stackFromFile(t, yaml)
+  const poolThreads = async () => (await system.inspect()).threads.filter(thread => thread.kind === 'pool')
+  t.equal((await poolThreads()).length, 1)
+  const load = steadyLoad(() => stack.url, 'gpt')
+  await new Promise(resolve => setTimeout(resolve, 100))
+
+  writeFileSync(file, `${yaml}troupe: { workers: 3 }\n`)
+  const grown = await stack.reload()
+  t.same([grown.result, grown.restarted, grown.appliedLive], ['applied', [], ['troupe.workers (pool resized)']])
+  t.equal((await poolThreads()).length, 3, 'three pool threads')
+
+  writeFileSync(file, `${yaml}troupe: { workers: 1 }\n`)
+  const shrunk = await stack.reload()
+  t.equal(shrunk.result, 'applied')
+  const threads = await poolThreads()
+  t.equal(threads.length, 1, 'one pool thread again')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const { ok, failures } = await load.stop()
+  t.same(failures, [], `${ok} completions while the pool grew and shrank, none failed`)
+  t.equal(await chatAndGet(stack.url), 200, 'the stores moved with their data: a recorded completion reads back')
+})
