@@ -30,12 +30,17 @@ export const ROUTING_TABLE = 'routing:models'
 export const INFERENCE_STORE = 'inference-store'
 export const CONVERSATIONS = 'conversations'
 
-export function plan(config: StackConfig): StackPlan {
+/**
+ * `providerOrder`: provider ids in dependency order (resolveProviders' order: a provider after
+ * those of the APIs it calls); without it, the file's order.
+ */
+export function plan(config: StackConfig, providerOrder?: readonly string[]): StackPlan {
   const { stores } = config.storage
   const storeOf = (ref: { backend: string } | undefined): string[] => (ref === undefined ? [] : [storeActorName(ref.backend)])
+  const providerIds = providerOrder ?? Object.values(config.providers).flatMap(list => list.map(p => p.provider_id))
   const actors: PlannedActor[] = [
     ...Object.keys(config.storage.backends).map(name => ({ id: storeActorName(name), subtree: 'stores' as const, dependsOn: [] })),
-    ...Object.values(config.providers).flatMap(list => list.map(p => ({ id: providerActorName(p.provider_id), subtree: 'providers' as const, dependsOn: [] }))),
+    ...providerIds.map(id => ({ id: providerActorName(id), subtree: 'providers' as const, dependsOn: [] })),
     { id: ROUTING_TABLE, subtree: 'apis', dependsOn: storeOf(stores.metadata) },
     ...(stores.inference === undefined ? [] : [{ id: INFERENCE_STORE, subtree: 'apis' as const, dependsOn: storeOf(stores.inference) }]),
     ...(stores.conversations === undefined ? [] : [{ id: CONVERSATIONS, subtree: 'apis' as const, dependsOn: storeOf(stores.conversations) }]),

@@ -111,7 +111,7 @@ export class StackSupervisor {
     this.#system = system
     this.#loaded = loaded
     this.#checked = checked
-    this.#plan = plan(loaded.config)
+    this.#plan = plan(loaded.config, checked.providers.map(p => p.providerId))
     this.#applied = { loaded, checked, plan: this.#plan }
     this.#log = log
     this.#options = options
@@ -327,7 +327,7 @@ export class StackSupervisor {
     }
     if (this.#stopping !== undefined) return report({ result: 'refused', errors: [{ path: loaded.source, message: 'the stack is shutting down; nothing is reloaded' }] })
 
-    const next = plan(loaded.config)
+    const next = plan(loaded.config, checked.providers.map(p => p.providerId))
     const steps = planReload(applied.plan, next, changes, loaded.config)
     this.#log.info({ trigger, changes: changes.map(c => `${c.path} (${c.reload})`), restart: steps.restart, start: steps.start, stop: steps.stop, replace: steps.replace }, 'reloading config')
     // From here on the new config is the truth the specs are built from.
