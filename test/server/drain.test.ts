@@ -2,7 +2,7 @@
 // 503, idle keep-alive connections close), close() lets requests in flight finish and cancels
 // what is left at its deadline, so that it always settles.
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type ServerResponse } from 'node:http'
-import { connect, type AddressInfo } from 'node:net'
+import { connect, type AddressInfo, type Socket } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import type { ModelsMessage } from '../../actors/routing/models.js'
@@ -163,18 +163,9 @@ t.test('a request in flight when the drain begins completes with 200, and its re
 
 t.test('a new request on a connection already open gets 503 with Retry-After and Connection: close', async t => {
   const { api, url, upstream } = await heldStack(t)
-  const { port } = new URL(url)
   // A raw connection: a stream in flight, then a second request pipelined behind it after the
   // drain began. (An idle keep-alive connection is closed by the drain itself.)
-  const socket = connect({ host: '127.0.0.1', port: Number(port) })
-  t.teardown(() => socket.destroy())
-  let received = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => (received += chunk))
-  const ended = new Promise(resolve => socket.once('close', resolve))
-  const stream = JSON.stringify(chat({ stream: true }))
-  socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(stream)}\r\n\r\n${stream}`)
-  await eventually(() => received.includes('data: '), 'the first chunk of the stream')
+  const { socket, received: receivedSoFar, ended } = await rawStream(t, url)
 
   api.beginDrain()
   socket.write('GET /v1/version HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n')
@@ -182,6 +173,7 @@ t.test('a new request on a connection already open gets 503 with Retry-After and
   upstream.release()
   await ended
 
+  const received = receivedSoFar()
   const refusal = received.indexOf('HTTP/1.1 503')
   t.ok(received.startsWith('HTTP/1.1 200'), 'the stream in flight is answered')
   t.ok(received.slice(0, refusal).includes('data: [DONE]'), 'and completes')
@@ -241,20 +233,11 @@ t.test('at the deadline a request that never finishes is cancelled: close() reso
 
 t.test('at the deadline a stream in flight is cut and its upstream call aborted', async t => {
   const { api, url, upstream } = await heldStack(t)
-  const { port } = new URL(url)
-  const socket = connect({ host: '127.0.0.1', port: Number(port) })
-  t.teardown(() => socket.destroy())
-  let received = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => (received += chunk))
-  const ended = new Promise(resolve => socket.once('close', resolve))
-  const stream = JSON.stringify(chat({ stream: true }))
-  socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(stream)}\r\n\r\n${stream}`)
-  await eventually(() => received.includes('data: '), 'the first chunk of the stream')
+  const { received, ended } = await rawStream(t, url)
 
   t.ok(await settles(api.close(300)), 'close(300) resolved')
   await ended
-  t.notOk(received.includes('[DONE]'), 'the stream does not claim to be done')
+  t.notOk(received().includes('[DONE]'), 'the stream does not claim to be done')
   await eventually(() => upstream.cut === 1, 'the upstream stream to be aborted')
   t.pass('the upstream saw its stream aborted')
 })
@@ -286,3 +269,18 @@ t.test('a rebind lets the old listener finish its requests in flight, then close
   t.equal(headers.connection, 'close', 'telling its client to reconnect')
   await t.rejects(send(`${url}/v1/version`), { code: 'ECONNREFUSED' }, 'the old port takes no new connections')
 })
+
+/** A raw connection with a chat completion stream in flight on it, once its first chunk arrived. */
+async function rawStream(t: { teardown(fn: () => unknown): void }, url: string): Promise<{ socket: Socket; received: () => string; ended: Promise<unknown> }> {
+  const { port } = new URL(url)
+  const socket = connect({ host: '127.0.0.1', port: Number(port) })
+  t.teardown(() => socket.destroy())
+  let received = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (chunk: string) => (received += chunk))
+  const ended = new Promise(resolve => socket.once('close', resolve))
+  const stream = JSON.stringify(chat({ stream: true }))
+  socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(stream)}\r\n\r\n${stream}`)
+  await eventually(() => received.includes('data: '), 'the first chunk of the stream')
+  return { socket, received: () => received, ended }
+}
