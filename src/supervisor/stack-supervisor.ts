@@ -14,6 +14,7 @@ import type { InferenceMessage } from '../../actors/providers/inference/protocol
 import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
 import type { DrainReport, WorkflowMessage } from '../../actors/workflows/protocol.js'
 import { checkStackWithWorkflows, packageVersion, type CheckedStackWithWorkflows } from './stack.js'
+import { STACK_ACTOR, stackActor, type StackActorArgs } from './stack-actor.js'
 
 const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
 /** Workflow actors come back at once after a worker died: their in-flight runs wait on them. */
@@ -154,6 +155,7 @@ export class StackSupervisor {
       this.#adopt(subtree, await this.#system.supervise(this.#subtreeSpec(subtree, children), { id: subtree }))
     }
     if (config.storage.stores.metadata === undefined) this.#log.warn('no storage.stores.metadata: registered models are kept in memory only')
+    await this.#system.spawn(stackActor, { name: STACK_ACTOR, placement: 'main', args: { owner: this } satisfies StackActorArgs })
 
     const snapshot = await this.#system.inspect()
     for (const actor of actorNodes(snapshot.root)) this.#log.info({ actor: actor.id, placement: actor.placement, thread: actor.thread, status: actor.status }, 'actor started')

@@ -2,7 +2,9 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { loadConfigFile, sha256Of } from '../../src/config/index.js'
-import type { ActorSystem } from '../../src/actor/index.js'
+import type { ActorRef, ActorSystem } from '../../src/actor/index.js'
+import { STACK_ACTOR, type StackMessage } from '../../src/supervisor/stack-actor.js'
+import { ledger, type LedgerMessage } from '../fixtures/restart-behaviors.js'
 import { startStack, type RunningStack } from '../../src/supervisor/stack.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import { fakeOllama, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
@@ -259,4 +261,17 @@ t.test('troupe.workers resizes the pool under load: grown, then shrunk with its 
   const { ok, failures } = await load.stop()
   t.same(failures, [], `${ok} completions while the pool grew and shrank, none failed`)
   t.equal(await chatAndGet(stack.url), 200, 'the stores moved with their data: a recorded completion reads back')
+})
+
+t.test('the stack supervisor is an actor: any thread reloads or inspects the config by asking `stack`', async t => {
+  const { openai, ollama } = await startFakeUpstreams(t)
+  const yaml = stackYaml(openai, ollama, tempDir(t))
+  const { stack, file, system } = await stackFromFile(t, yaml)
+  const ref = (await system.lookup<StackMessage>(STACK_ACTOR))!
+  t.match(await ref.ask({ type: 'inspect' }), { generation: 1, sha256: stack.supervisor.inspect().sha256 })
+  writeFileSync(file, yaml.replace('image_name: test-stack', 'image_name: by-actor'))
+  const onPool: ActorRef<LedgerMessage> = await system.spawn(ledger, { placement: 'pool' })
+  const report = await onPool.ask<{ result: string; appliedLive: string[] }>({ type: 'forward', to: ref as unknown as ActorRef<LedgerMessage>, msg: { type: 'reload' } as unknown as LedgerMessage })
+  t.match(report, { result: 'applied', appliedLive: ['image_name'] }, 'a pool actor reloaded the stack through the actor system')
+  t.equal((await get(`${stack.url}/v1/version`))['image_name'], 'by-actor')
 })
