@@ -94,7 +94,7 @@ t.test('npm start serves the default stack even with no upstream reachable, and 
     .split('\n')
     .filter(line => line.includes('"actor started"'))
     .map(line => (JSON.parse(line) as { actor: string }).actor)
-  t.same(started, ['store:kv_default', 'store:sql_default', 'provider:ollama', 'routing:models', 'inference-store', 'conversations', 'workflow:approve'], 'one log line per actor, in start order')
+  t.same(started, ['store:kv_default', 'store:sql_default', 'provider:ollama', 'routing:models', 'inference-store', 'conversations', 'workflow:approve', 'stack'], 'one log line per actor, in start order')
   t.match(stdout, new RegExp(`"msg":"listening on http://0\\.0\\.0\\.0:${port}"`))
 })
 

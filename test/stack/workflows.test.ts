@@ -173,8 +173,8 @@ t.test('startStack starts a workflows supervisor after the apis and hands the HT
   const snapshot = await system.inspect()
   t.same(
     snapshot.root.children.map(child => child.id),
-    ['stores', 'providers', 'apis', 'workflows'],
-    'workflows start last, so they stop first',
+    ['stores', 'providers', 'apis', 'workflows', 'stack'],
+    'workflows start after the subtrees they use, so they stop before them; the stack actor, which reloads them, comes last',
   )
   const workflows = snapshot.root.children.find(child => child.id === 'workflows')
   t.equal(workflows?.kind, 'supervisor')

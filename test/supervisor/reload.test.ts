@@ -9,6 +9,7 @@ import { startStack, type RunningStack } from '../../src/supervisor/stack.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import { fakeOllama, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
 import { quietLogger } from '../fixtures/logger.js'
+import { freePort } from '../fixtures/cli-stack.js'
 import { startFakeUpstreams, stackYaml, tempDir } from '../fixtures/stack.js'
 import { startSystem } from '../fixtures/system.js'
 
@@ -274,4 +275,22 @@ t.test('the stack supervisor is an actor: any thread reloads or inspects the con
   const report = await onPool.ask<{ result: string; appliedLive: string[] }>({ type: 'forward', to: ref as unknown as ActorRef<LedgerMessage>, msg: { type: 'reload' } as unknown as LedgerMessage })
   t.match(report, { result: 'applied', appliedLive: ['image_name'] }, 'a pool actor reloaded the stack through the actor system')
   t.equal((await get(`${stack.url}/v1/version`))['image_name'], 'by-actor')
+})
+
+t.test('a server.port edit binds the new listener before the old one closes', async t => {
+  const { openai, ollama } = await startFakeUpstreams(t)
+  const [first, second] = [await freePort(), await freePort()]
+  const yaml = `${stackYaml(openai, ollama, tempDir(t))}server: { host: 127.0.0.1, port: ${first} }\n`
+  const file = join(tempDir(t), 'stack.yaml')
+  writeFileSync(file, yaml)
+  const system = await startSystem(t, { workers: 1 })
+  const stack = await startStack(system, await loadConfigFile(file), quietLogger())
+  t.teardown(() => stack.stop())
+  t.equal(stack.url, `http://127.0.0.1:${first}`)
+  writeFileSync(file, yaml.replace(`port: ${first}`, `port: ${second}`))
+  const report = await stack.reload()
+  t.same([report.result, report.restarted], ['applied', []])
+  t.equal(stack.url, `http://127.0.0.1:${second}`, 'the stack says where it listens now')
+  t.equal((await fetch(`http://127.0.0.1:${second}/v1/version`)).status, 200, 'the new port serves')
+  await t.rejects(fetch(`http://127.0.0.1:${first}/v1/version`), 'the old port is closed')
 })
