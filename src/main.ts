@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
+import { RedactingDestination, SECRET_PATHS } from './supervisor/redaction.js'
 import { requestReload } from './supervisor/reload-client.js'
 import { serveReloads } from './supervisor/triggers.js'
 import { checkStackWithWorkflows, startStack, type RunningStack } from './supervisor/stack.js'
@@ -59,11 +60,17 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${summarise(loaded)}\n`)
     return 0
   }
-  const log = pino({
-    level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info',
-    name: 'troupe',
-    redact: { paths: [...SECRET_PATHS, ...(loaded?.config.logging.redact ?? [])], censor: '[redacted]' },
-  })
+  // pino's own redaction (compiled, fast) for the built-in secrets; the destination redacts the
+  // configured paths, live, and the worker threads' lines, which reach it already serialised.
+  const redaction = new RedactingDestination(pino.destination({ dest: 1, sync: true }), [...SECRET_PATHS, ...(loaded?.config.logging.redact ?? [])])
+  const log = pino(
+    {
+      level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info',
+      name: 'troupe',
+      redact: { paths: [...SECRET_PATHS], censor: '[redacted]' },
+    },
+    redaction,
+  )
   if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded')
   const workers = values.workers === undefined ? loaded?.config.troupe.workers : Number(values.workers)
   if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {
@@ -79,7 +86,7 @@ async function main(argv: string[]): Promise<number> {
   let stack: RunningStack | undefined
   if (loaded !== undefined) {
     try {
-      stack = await startStack(system, loaded, log, values.workers === undefined ? {} : { workers: Number(values.workers) })
+      stack = await startStack(system, loaded, log, { redaction, ...(values.workers === undefined ? {} : { workers: Number(values.workers) }) })
       stop = stack.stop
     } catch (error) {
       log.error({ err: error }, 'the stack could not start')
@@ -133,8 +140,6 @@ async function main(argv: string[]): Promise<number> {
   })
 }
 
-/** Fields that hold secrets, wherever they appear in a logged object (up to three levels down). */
-const SECRET_PATHS = ['api_key', 'password', 'authorization', 'workflows_context_secret'].flatMap(key => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`])
 
 function summarise({ config, source }: LoadedConfig): string {
   const providers = Object.values(config.providers).reduce((n, list) => n + list.length, 0)

@@ -174,7 +174,7 @@ export const stackConfigSchema = z
       z
         .object({
           level: hot(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), 'Log level.'),
-          redact: restart(z.array(z.string()).default([]), 'Extra log paths to redact, beyond the built-in secret fields; compiled into the logger when the process starts, so a reload reports a change here as not applied.'),
+          redact: hot(z.array(z.string()).default([]), 'Extra log paths to redact (a.b.c, * for any key), beyond the built-in secret fields, in the lines of every thread.'),
         })
         .default({ level: 'info', redact: [] }),
       'Logging.',

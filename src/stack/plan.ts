@@ -64,6 +64,8 @@ export type FieldOwner =
   | 'log-level'
   /** ActorSystem.setAskTimeout, on every thread. */
   | 'ask-timeout'
+  /** The log destination's redaction paths (main.ts builds it; every thread's lines pass it). */
+  | 'log-redact'
   /** The models routing table: registered models registered or unregistered. */
   | 'models'
   /** The inference store's configure message. */
@@ -112,7 +114,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   'server.auth': { owner: 'server' },
   'server.cors': { owner: 'server' },
   'server.workflows_context_secret': { owner: 'server' },
-  'logging.redact': { owner: 'process', why: 'log redaction paths are compiled into the logger when the process starts' },
+  'logging.redact': { owner: 'log-redact' },
   logging: { owner: 'log-level' },
   registered_resources: { owner: 'models' },
   providers: { owner: 'provider' },
@@ -140,7 +142,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
 }
 
 /** Owners that apply a change live; the others restart, replace or report. */
-export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'ask-timeout', 'models', 'inference-queue', 'workflow-limits', 'read-on-use'])
+export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'ask-timeout', 'log-redact', 'models', 'inference-queue', 'workflow-limits', 'read-on-use'])
 
 /** The rule for a schema path: its longest listed prefix's. */
 export function ownerOfField(schemaPath: string): OwnerRule | undefined {

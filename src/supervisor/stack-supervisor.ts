@@ -15,6 +15,7 @@ import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
 import type { DrainReport, WorkflowMessage } from '../../actors/workflows/protocol.js'
 import { checkStackWithWorkflows, packageVersion, type CheckedStackWithWorkflows } from './stack.js'
 import { STACK_ACTOR, stackActor, type StackActorArgs } from './stack-actor.js'
+import { SECRET_PATHS } from './redaction.js'
 
 const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
 /** Workflow actors come back at once after a worker died: their in-flight runs wait on them. */
@@ -75,6 +76,8 @@ export interface StackOptions {
   readonly host?: string
   /** The pool size the command line fixed (--workers): troupe.workers then does not resize it. */
   readonly workers?: number
+  /** The log destination's redaction (main.ts's RedactingDestination): logging.redact is applied to it live. */
+  readonly redaction?: { setPaths(paths: readonly string[]): void }
 }
 
 /**
@@ -476,6 +479,13 @@ export class StackSupervisor {
           break
         case 'ask-timeout':
           await this.#system.setAskTimeout(config.troupe.ask_timeout_ms)
+          break
+        case 'log-redact':
+          if (this.#options.redaction === undefined) {
+            for (const change of changes) done.notApplied.push({ path: change.path, reason: 'this stack was started with a logger of its own, without a redacting destination to update' })
+            continue
+          }
+          this.#options.redaction.setPaths([...SECRET_PATHS, ...config.logging.redact])
           break
         case 'models':
           // Also after a restart of the table: its init registers the declared models, but one

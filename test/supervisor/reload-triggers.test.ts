@@ -33,11 +33,18 @@ t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused 
   await until(async () => (await imageName(running.url)) === 'by-signal', 'the SIGHUP reload')
   t.match(await inspect(running.url), { generation: 2, lastReload: { trigger: 'signal', result: 'applied', appliedLive: ['image_name'] } })
 
-  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-command'))
+  // logging.redact applies live to what the process logs next: here, the next reload's list of changes.
+  writeFileSync(file, `${yaml.replace('image_name: shutdown', 'image_name: redacting')}logging: { redact: [changes] }\n`)
+  running.child.kill('SIGHUP')
+  await until(async () => (await imageName(running.url)) === 'redacting', 'the reload that adds the redaction')
+  t.match(running.output(), /"changes":\["image_name \(hot\)","logging.redact \(hot\)"\]/, 'the reload that adds it logs before it applies')
+
+  writeFileSync(file, `${yaml.replace('image_name: shutdown', 'image_name: by-command')}logging: { redact: [changes] }\n`)
   const byFile = await runCli(['reload', '--config', file])
   t.equal(byFile.code, 0, byFile.stderr)
   t.match(byFile.stdout, /"result": "applied"/)
   t.equal(await imageName(running.url), 'by-command', '--config finds the server by the address in the file')
+  t.match(running.output(), /"changes":"\[redacted\]"[^\n]*"msg":"reloading config"/, 'the next one logs its changes redacted')
 
   writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-url'))
   const byUrl = await runCli(['reload', '--url', running.url])
@@ -49,7 +56,7 @@ t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused 
   t.equal(refused.code, 1)
   t.match(refused.stderr, /troupe\.drain_timeout_ms/, 'the refusal names the field')
   t.equal(await imageName(running.url), 'by-url', 'nothing changed')
-  t.match(await inspect(running.url), { generation: 4, lastReload: { trigger: 'admin', result: 'invalid' } })
+  t.match(await inspect(running.url), { generation: 5, lastReload: { trigger: 'admin', result: 'invalid' } })
 
   running.child.kill('SIGTERM')
   t.equal(await running.exited, 0)
