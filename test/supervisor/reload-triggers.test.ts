@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { runCli } from '../fixtures/cli.js'
-import { cliStackConfig, freePort, startCli } from '../fixtures/cli-stack.js'
+import { cliStackConfig, freePort, startCli, startCliStack } from '../fixtures/cli-stack.js'
 import { tempDir } from '../fixtures/stack.js'
 
 /** What troupe reloads on: SIGHUP, the config file's content changing, and `troupe reload`. */
@@ -22,11 +22,7 @@ async function until(check: () => Promise<boolean>, what: string): Promise<void>
 t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused by both', async t => {
   const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
   t.teardown(() => upstream.close())
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  const yaml = cliStackConfig(dir, upstream.url, 5000, await freePort())
-  writeFileSync(file, yaml)
-  const running = await startCli(t, file)
+  const { file, yaml, running } = await startCliStack(t, upstream.url, 5000)
 
   writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-signal'))
   running.child.kill('SIGHUP')

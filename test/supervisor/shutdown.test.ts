@@ -1,9 +1,7 @@
 import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import t from 'tap'
 import { fakeOpenAI } from '../../bench/fixtures/upstreams.js'
-import { cliStackConfig as config, freePort, hangingUpstream, startCli as start } from '../fixtures/cli-stack.js'
-import { tempDir } from '../fixtures/stack.js'
+import { hangingUpstream, startCli as start, startCliStack } from '../fixtures/cli-stack.js'
 
 /**
  * The draining shutdown, as an operator meets it: the real CLI in a child process, signals,
@@ -16,10 +14,7 @@ const chat = (url: string) =>
 t.test('SIGTERM then SIGINT under load and with runs in flight: the drain completes, exit 0; every answered completion is stored; every run completed or resumes', async t => {
   const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
   t.teardown(() => upstream.close())
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  writeFileSync(file, config(dir, upstream.url, 10_000, await freePort()))
-  const first = await start(t, file)
+  const { file, running: first } = await startCliStack(t, upstream.url, 10_000)
   const nowait = async (name: string, body: unknown) => {
     const res = await fetch(`${first.url}/workflows/${name}/run-nowait`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
     return ((await res.json()) as { handler_id: string }).handler_id
@@ -82,10 +77,7 @@ t.test('SIGTERM then SIGINT under load and with runs in flight: the drain comple
 
 t.test('the drain deadline bounds a request stuck on a silent upstream: it is cancelled, the process exits 0', async t => {
   const upstream = await hangingUpstream(t)
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  writeFileSync(file, config(dir, upstream.url, 300, await freePort()))
-  const running = await start(t, file)
+  const { running } = await startCliStack(t, upstream.url, 300)
   const stuck = chat(running.url).then(
     res => res.status,
     () => 'reset',
@@ -99,10 +91,7 @@ t.test('the drain deadline bounds a request stuck on a silent upstream: it is ca
 
 t.test('a third signal forces exit with a non-zero code', async t => {
   const upstream = await hangingUpstream(t)
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  writeFileSync(file, config(dir, upstream.url, 60_000, await freePort()))
-  const running = await start(t, file)
+  const { running } = await startCliStack(t, upstream.url, 60_000)
   void chat(running.url).catch(() => undefined)
   await new Promise(resolve => setTimeout(resolve, 200))
   for (const signal of ['SIGTERM', 'SIGTERM', 'SIGINT'] as const) {
@@ -117,11 +106,7 @@ t.test('a third signal forces exit with a non-zero code', async t => {
 t.test('a subtree that gives up restarting stops the stack in order, with exit code 1', async t => {
   const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
   t.teardown(() => upstream.close())
-  const dir = tempDir(t)
-  const file = join(dir, 'stack.yaml')
-  const yaml = config(dir, upstream.url, 2000, await freePort())
-  writeFileSync(file, yaml)
-  const running = await start(t, file)
+  const { file, yaml, running } = await startCliStack(t, upstream.url, 2000)
   const broken = new URL('../fixtures/broken-in-workers.ts', import.meta.url).pathname
   writeFileSync(file, yaml.replace(/module: '[^']+', export: timedSteps/, `module: '${broken}', export: brokenInWorkers`))
   running.child.kill('SIGHUP')
