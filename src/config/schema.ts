@@ -182,7 +182,7 @@ export const stackConfigSchema = z
     troupe: restart(
       z
         .object({
-          workers: restart(z.number().int().min(0).max(256).optional(), 'Pool worker threads; defaults to the number of CPUs.'),
+          workers: restart(z.number().int().min(0).max(256).optional(), 'Pool worker threads; defaults to the number of CPUs. A reload resizes the pool: a shrink restarts the actors of the retired threads on the others.'),
           drain_timeout_ms: hot(z.number().int().positive().default(30_000), 'How long shutdown and restarts wait for in-flight runs.'),
           ask_timeout_ms: hot(z.number().int().positive().default(30_000), 'Default ask timeout between actors, on every thread, for asks sent from then on.'),
           node_id: restart(
