@@ -1,3 +1,4 @@
+import type { ActorChildSpec, SupervisorSpec } from '../actor/index.js'
 import type { ConfigChange, StackConfig } from '../config/index.js'
 import { storeActorName } from './stores.js'
 import { providerActorName } from './providers.js'
@@ -12,6 +13,18 @@ import { workflowActorName } from './workflows.js'
 /** The subtrees, in start order; they stop in reverse. */
 export const SUBTREES = ['stores', 'providers', 'apis', 'workflows'] as const
 export type Subtree = (typeof SUBTREES)[number]
+
+/**
+ * A subtree's supervisor: one_for_one, since one actor's crash says nothing about its siblings;
+ * each restarted on its own after backoff, the subtree given up past 5 restarts in 10 s.
+ */
+export function subtreeSpec(subtree: Subtree, children: readonly ActorChildSpec[]): SupervisorSpec {
+  return { strategy: 'one_for_one', intensity: 5, periodMs: 10_000, backoff: subtree === 'workflows' ? WORKFLOW_BACKOFF : BACKOFF, children }
+}
+
+const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
+/** A first restart after a worker died comes at once: that workflow actor's in-flight runs wait on it. */
+const WORKFLOW_BACKOFF = { minMs: 5, maxMs: 5000, randomFactor: 0.2 }
 
 export interface PlannedActor {
   /** The actor's child id and name. */

@@ -3,12 +3,10 @@ import { createRequire } from 'node:module'
 import { hostname } from 'node:os'
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { ActorChildSpec, ActorRef, ActorSystem, SupervisorSpec } from '../actor/index.js'
+import type { ActorChildSpec, ActorRef } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig, type StackConfig, type WorkflowConfig } from '../config/index.js'
-import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
-import { storeRef } from './stores.js'
 import { isWorkflow } from '../../actors/workflows/define.js'
-import type { WorkflowActorArgs, WorkflowMessage } from '../../actors/workflows/protocol.js'
+import type { WorkflowActorArgs } from '../../actors/workflows/protocol.js'
 import { workflowActor } from '../../actors/workflows/workflow-actor.js'
 import type { ModelsMessage } from '../../actors/routing/models.js'
 import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
@@ -166,31 +164,4 @@ export function workflowChildSpec(workflow: ResolvedWorkflow, config: StackConfi
     // Stopping waits for in-flight steps as long as any drain does; runs cut short resume on the next start.
     shutdownMs: config.troupe.drain_timeout_ms,
   }
-}
-
-/** The `workflows` supervisor: one_for_one, as the other subtrees, since one workflow's crash says nothing about another's. */
-export function workflowsSupervisorSpec(resolved: readonly ResolvedWorkflow[], config: StackConfig, refs: WorkflowRefs): SupervisorSpec {
-  return {
-    strategy: 'one_for_one',
-    intensity: 5,
-    periodMs: 10_000,
-    // A first restart after a worker died comes at once: that actor's in-flight runs wait on it.
-    backoff: { minMs: 5, maxMs: 5000, randomFactor: 0.2 },
-    children: workflowChildSpecs(resolved, config, refs),
-  }
-}
-
-/**
- * Starts the `workflows` supervisor, after the stores and the models routing table it uses (so
- * it stops before them), and returns the entries the HTTP server serves. Nothing starts when
- * no workflow is configured.
- */
-export async function startWorkflows(system: ActorSystem, config: StackConfig, resolved: readonly ResolvedWorkflow[], models: ActorRef<ModelsMessage>): Promise<WorkflowEntry[]> {
-  if (resolved.length === 0) return []
-  const { runs, sessions } = config.storage.stores
-  if (runs === undefined) throw new Error('startWorkflows: storage.stores.runs is unset (resolveWorkflows reports it)')
-  const sessionsRef = sessions === undefined ? undefined : await storeRef<KvMessage>(system, sessions.backend)
-  const refs: WorkflowRefs = { runs: await storeRef<TableMessage>(system, runs.backend), ...(sessionsRef === undefined ? {} : { sessions: sessionsRef }), models }
-  const supervisor = await system.supervise(workflowsSupervisorSpec(resolved, config, refs), { id: 'workflows' })
-  return resolved.map(workflow => ({ name: workflow.name, url: workflow.url, exportName: workflow.exportName, ref: supervisor.child<WorkflowMessage>(workflowActorName(workflow.name)) }))
 }

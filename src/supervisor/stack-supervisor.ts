@@ -1,9 +1,9 @@
 import type { Logger } from 'pino'
-import { actorNodes, type ActorChildSpec, type ActorRef, type ActorSystem, type Supervisor, type SupervisorSpec } from '../actor/index.js'
-import { ConfigError, diffConfig, loadConfigFile, type ConfigChange, type ConfigIssue, type LoadedConfig, type StackConfig } from '../config/index.js'
+import { actorNodes, type ActorChildSpec, type ActorRef, type ActorSystem, type Supervisor } from '../actor/index.js'
+import { ConfigError, diffConfig, loadConfigFile, sameValue, type ConfigChange, type ConfigIssue, type LoadedConfig, type StackConfig } from '../config/index.js'
 import { ApiServer, type ServerSettings } from '../server/server.js'
 import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
-import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, ROUTING_TABLE, SUBTREES, type FieldOwner, type ReloadPlan, type StackPlan, type Subtree } from '../stack/plan.js'
+import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, ROUTING_TABLE, SUBTREES, subtreeSpec, type FieldOwner, type ReloadPlan, type StackPlan, type Subtree } from '../stack/plan.js'
 import { providerActorName, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
 import { storeActorName, storeChildSpec } from '../stack/stores.js'
 import { workflowActorName, workflowChildSpec, type ResolvedWorkflow } from '../stack/workflows.js'
@@ -17,9 +17,6 @@ import { checkStackWithWorkflows, packageVersion, type CheckedStackWithWorkflows
 import { STACK_ACTOR, stackActor, type StackActorArgs } from './stack-actor.js'
 import { SECRET_PATHS } from './redaction.js'
 
-const BACKOFF = { minMs: 100, maxMs: 5000, randomFactor: 0.2 }
-/** Workflow actors come back at once after a worker died: their in-flight runs wait on them. */
-const WORKFLOW_BACKOFF = { minMs: 5, maxMs: 5000, randomFactor: 0.2 }
 
 /** What started a reload. */
 export type ReloadTrigger = 'watch' | 'signal' | 'admin' | 'api'
@@ -155,7 +152,7 @@ export class StackSupervisor {
       for (const actor of this.#plan.actors.filter(a => a.subtree === subtree)) children.push(await this.#spec(actor.id))
       // Workflows are the one optional subtree: nothing starts when none is configured.
       if (subtree === 'workflows' && children.length === 0) continue
-      this.#adopt(subtree, await this.#system.supervise(this.#subtreeSpec(subtree, children), { id: subtree }))
+      this.#adopt(subtree, await this.#system.supervise(subtreeSpec(subtree, children), { id: subtree }))
     }
     if (config.storage.stores.metadata === undefined) this.#log.warn('no storage.stores.metadata: registered models are kept in memory only')
     await this.#system.spawn(stackActor, { name: STACK_ACTOR, placement: 'main', args: { owner: this } satisfies StackActorArgs })
@@ -192,10 +189,6 @@ export class StackSupervisor {
   #adopt(subtree: Subtree, supervisor: Supervisor): void {
     this.#subtrees.set(subtree, supervisor)
     supervisor.on('failed', error => this.#fail(error instanceof Error ? error : new Error(String(error))))
-  }
-
-  #subtreeSpec(subtree: Subtree, children: ActorChildSpec[]): SupervisorSpec {
-    return { strategy: 'one_for_one', intensity: 5, periodMs: 10_000, backoff: subtree === 'workflows' ? WORKFLOW_BACKOFF : BACKOFF, children }
   }
 
   /** What the HTTP server routes to: the configured actors that are running now. */
@@ -380,7 +373,7 @@ export class StackSupervisor {
       if (running(id)) continue
       const subtree = subtreeOf(id)
       const supervisor = this.#subtrees.get(subtree)
-      if (supervisor === undefined) this.#adopt(subtree, await this.#system.supervise(this.#subtreeSpec(subtree, [await this.#spec(id)]), { id: subtree }))
+      if (supervisor === undefined) this.#adopt(subtree, await this.#system.supervise(subtreeSpec(subtree, [await this.#spec(id)]), { id: subtree }))
       else await supervisor.addChild(await this.#spec(id))
       done.started.push(id)
     }
@@ -530,7 +523,7 @@ export class StackSupervisor {
     for (const model of before) if (!kept.has(model.model_id)) await models.ask({ type: 'unregister', model_id: model.model_id })
     const previous = new Map(before.map(m => [m.model_id, m]))
     for (const model of after) {
-      if (JSON.stringify(previous.get(model.model_id)) !== JSON.stringify(model)) await models.ask({ type: 'register', model })
+      if (!sameValue(previous.get(model.model_id), model)) await models.ask({ type: 'register', model })
     }
   }
 

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { parseConfig } from '../../src/config/index.js'
-import { startStores, storeActorName } from '../../src/stack/stores.js'
+import { subtreeSpec } from '../../src/stack/plan.js'
+import { storeActorName, storeChildSpec } from '../../src/stack/stores.js'
 import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
 import { startSystem } from '../fixtures/system.js'
 
@@ -26,7 +27,7 @@ storage:
     'test.yaml',
   )
   const system = await startSystem(t)
-  await startStores(system, config)
+  await system.supervise(subtreeSpec('stores', Object.entries(config.storage.backends).map(([name, backend]) => storeChildSpec(name, backend, config.troupe.drain_timeout_ms))), { id: 'stores' })
   const snapshot = await system.inspect()
   const stores = snapshot.root.children.find(node => node.id === 'stores')
   t.match(stores, {

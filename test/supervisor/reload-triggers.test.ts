@@ -4,20 +4,13 @@ import t from 'tap'
 import { fakeOpenAI } from '../../bench/fixtures/upstreams.js'
 import { runCli } from '../fixtures/cli.js'
 import { cliStackConfig, freePort, startCli, startCliStack } from '../fixtures/cli-stack.js'
+import { eventually } from '../fixtures/eventually.js'
 import { tempDir } from '../fixtures/stack.js'
 
 /** What troupe reloads on: SIGHUP, the config file's content changing, and `troupe reload`. */
 
 const inspect = async (url: string) => (await (await fetch(`${url}/v1/inspect/config`)).json()) as { generation: number; sha256: string; lastReload?: { trigger: string; result: string; appliedLive: string[] } }
 const imageName = async (url: string) => ((await (await fetch(`${url}/v1/version`)).json()) as { image_name: string }).image_name
-
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return
-    await new Promise(resolve => setTimeout(resolve, 25))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
 
 t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused by both', async t => {
   const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
@@ -26,13 +19,13 @@ t.test('SIGHUP and `troupe reload` re-read the file; an invalid file is refused 
 
   writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: by-signal'))
   running.child.kill('SIGHUP')
-  await until(async () => (await imageName(running.url)) === 'by-signal', 'the SIGHUP reload')
+  await eventually(async () => (await imageName(running.url)) === 'by-signal', 'the SIGHUP reload', 5000)
   t.match(await inspect(running.url), { generation: 2, lastReload: { trigger: 'signal', result: 'applied', appliedLive: ['image_name'] } })
 
   // logging.redact applies live to what the process logs next: here, the next reload's list of changes.
   writeFileSync(file, `${yaml.replace('image_name: shutdown', 'image_name: redacting')}logging: { redact: [changes] }\n`)
   running.child.kill('SIGHUP')
-  await until(async () => (await imageName(running.url)) === 'redacting', 'the reload that adds the redaction')
+  await eventually(async () => (await imageName(running.url)) === 'redacting', 'the reload that adds the redaction', 5000)
   t.match(running.output(), /"changes":\["image_name \(hot\)","logging.redact \(hot\)"\]/, 'the reload that adds it logs before it applies')
 
   writeFileSync(file, `${yaml.replace('image_name: shutdown', 'image_name: by-command')}logging: { redact: [changes] }\n`)
@@ -78,11 +71,11 @@ t.test('a change of the content reloads; a touch does not; a symlink swapped und
   writeFileSync(join(dir, 'v2', 'stack.yaml'), yaml.replace('image_name: shutdown', 'image_name: swapped'))
   symlinkSync('v2', join(dir, '..data_tmp'))
   renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
-  await until(async () => (await imageName(running.url)) === 'swapped', 'the reload after the symlink swap')
+  await eventually(async () => (await imageName(running.url)) === 'swapped', 'the reload after the symlink swap', 5000)
   t.match(await inspect(running.url), { generation: 2, lastReload: { trigger: 'watch', result: 'applied' } })
 
   writeFileSync(join(dir, 'v2', 'stack.yaml'), yaml.replace('image_name: shutdown', 'image_name: edited'))
-  await until(async () => (await imageName(running.url)) === 'edited', 'the reload after an edit in place')
+  await eventually(async () => (await imageName(running.url)) === 'edited', 'the reload after an edit in place', 5000)
   running.child.kill('SIGTERM')
   t.equal(await running.exited, 0)
 })
