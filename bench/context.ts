@@ -1,3 +1,5 @@
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads'
 import { pino } from 'pino'
 import { ActorSystem } from '../src/index.js'
@@ -15,4 +17,9 @@ export async function bareWorker(control: { mode: 'echo' } | { mode: 'count'; ex
   const { port1, port2 } = new MessageChannel()
   worker.postMessage({ ...control, port: port2 }, [port2])
   return { port: port1, close: () => (port1.close(), worker.terminate()) }
+}
+
+/** Listens on a free loopback port: the server's base URL. */
+export function listen(server: Server): Promise<string> {
+  return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)))
 }

@@ -1,9 +1,8 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
 import { startStack } from '../src/supervisor/stack.js'
-import { startBenchSystem } from './context.js'
+import { listen, startBenchSystem } from './context.js'
 import { measure, type BenchResult, type Measured, type Subject } from './harness.js'
 
 /** Requests in flight when the drain begins: one figure each. */
@@ -37,9 +36,9 @@ async function slowUpstream(): Promise<{ url: string; holding(n: number): Promis
       }, UPSTREAM_MS)
     })
   })
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const base = await listen(server)
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+    url: `${base}/v1`,
     holding: n => (held >= n ? Promise.resolve() : new Promise(resolve => (waiter = { n, resolve }))),
     close: () => new Promise(resolve => server.close(() => resolve())),
   }
@@ -112,8 +111,7 @@ troupe: { drain_timeout_ms: 10000 }
         up.end(body)
       })
     })
-    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/chat/completions`
+    const url = `${await listen(server)}/v1/chat/completions`
     return timeDrain(n, url, upstream, () => new Promise(resolve => {
       server.close(() => resolve())
       server.closeIdleConnections()

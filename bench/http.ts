@@ -3,7 +3,6 @@ import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http'
 import { createRequire } from 'node:module'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -12,7 +11,7 @@ import { Worker } from 'node:worker_threads'
 import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
 import { startStack, type RunningStack } from '../src/supervisor/stack.js'
-import { fixture, startBenchSystem } from './context.js'
+import { fixture, listen, startBenchSystem } from './context.js'
 import { measure, median, type BenchResult, type Subject } from './harness.js'
 
 const run = promisify(execFile)
@@ -155,10 +154,6 @@ function hopProxy(upstream: string): { server: Server; close(): Promise<number> 
     })
   })
   return { server, close: () => worker.terminate() }
-}
-
-function listen(server: Server): Promise<string> {
-  return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)))
 }
 
 /** The baseline proxy: forwards the body to the upstream and the answer back, nothing else. */

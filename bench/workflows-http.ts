@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -9,7 +8,7 @@ import { promisify } from 'node:util'
 import { pino } from 'pino'
 import { parseConfig } from '../src/config/index.js'
 import { startStack } from '../src/supervisor/stack.js'
-import { fixture, startBenchSystem } from './context.js'
+import { fixture, listen, startBenchSystem } from './context.js'
 import { oneStep } from './fixtures/workflows.js'
 import { measure, median, type BenchResult, type Subject } from './harness.js'
 import { eventKey, finished, journalKey, newRunRow, openLikeSqlLmdb, runKey, stepEntry } from './workflows-rows.js'
@@ -83,10 +82,6 @@ function syncFloor(dir: string): { once(): Promise<number>; close(): Promise<voi
     },
     close: () => sql.close(),
   }
-}
-
-function listen(server: Server): Promise<string> {
-  return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)))
 }
 
 /**
