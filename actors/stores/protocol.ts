@@ -95,11 +95,20 @@ export interface OrderBy {
 const where = z.record(z.string(), z.unknown())
 const row = z.record(z.string(), z.unknown())
 
+const bytes = z.custom<Uint8Array>(value => value instanceof Uint8Array, 'must be a Uint8Array')
+
 export const writeOp = z.discriminatedUnion('type', [
   z.object({ type: z.literal('insert'), table: identifier, row }),
   z.object({ type: z.literal('upsert'), table: identifier, row }),
   z.object({ type: z.literal('update'), table: identifier, where, values: row }),
   z.object({ type: z.literal('delete'), table: identifier, where }),
+  /**
+   * An insert or upsert of a row its producer already checked and encoded (encodeRow in
+   * table/rows.ts): `bytes` is the whole row as msgpack, `key` its primary key and indexed
+   * columns. The store checks the key columns and the size, and writes the bytes as they are:
+   * the row is encoded once, on the thread that made it, and never decoded on the way in.
+   */
+  z.object({ type: z.literal('put'), table: identifier, mode: z.enum(['insert', 'upsert']), key: row, bytes }),
 ])
 export type WriteOp = z.infer<typeof writeOp>
 
@@ -117,8 +126,26 @@ export const tableProtocol = z.discriminatedUnion('type', [
     /** Instead of a cursor: start strictly after this row (an earlier page's, or one fetched by id). */
     afterRow: row.optional(),
   }),
-  /** All or nothing: every op applies, or none does. Replies with each op's count of rows. */
-  z.object({ type: z.literal('transaction'), ops: z.array(writeOp).min(1) }),
+  /**
+   * All or nothing: every op applies, or none does. Replies with each op's count of rows once
+   * the transaction is committed (visible to every reader, and in the operating system's hands,
+   * so a crash of this process cannot lose it); with `durable`, only once it is also on disk
+   * (fsynced), so that power loss cannot either.
+   */
+  z.object({ type: z.literal('transaction'), ops: z.array(writeOp).min(1), durable: z.boolean().optional() }),
+  /**
+   * Removes a table's oldest rows, in primary key order: those whose first primary key column is
+   * below `before`, and those older than the newest `keep`. At most `limit` rows (default 1000)
+   * in one transaction; replies with the number removed, so a caller trims a large backlog in
+   * several calls without holding the store for long.
+   */
+  z.object({
+    type: z.literal('trim'),
+    table: identifier,
+    before: z.number().optional(),
+    keep: z.number().int().nonnegative().optional(),
+    limit: z.number().int().min(1).max(10_000).optional(),
+  }),
 ])
 export type TableMessage = z.infer<typeof tableProtocol>
 

@@ -2,7 +2,8 @@ import { pack, unpack } from 'msgpackr'
 import { ActorError, defineBehavior } from '../../src/index.js'
 import type { BackendConfig } from '../../src/config/index.js'
 import type { CheckedOp, PageQuery, Row, SortKey, TableBackend } from './table/backend.js'
-import { MAX_PAGE, MAX_VALUE_BYTES, tableProtocol, type ColumnSpec, type OrderBy, type RowPage, type TableMessage, type TableSpec, type Where, type WriteOp } from './protocol.js'
+import { checkRow, checkValue, checkWhere, columnOf, keyColumns } from './table/rows.js'
+import { MAX_PAGE, MAX_VALUE_BYTES, tableProtocol, type OrderBy, type RowPage, type TableMessage, type TableSpec, type WriteOp } from './protocol.js'
 
 export interface TableStoreArgs {
   readonly name: string
@@ -44,12 +45,24 @@ export const tableStore = defineBehavior(import.meta.url, 'tableStore', {
       case 'insert':
       case 'upsert':
       case 'update':
-      case 'delete': {
+      case 'delete':
+      case 'put': {
         const [count] = await state.backend.apply([checkOp(state, msg)])
         return count
       }
       case 'transaction':
-        return state.backend.apply(msg.ops.map(op => checkOp(state, op)))
+        return state.backend.apply(
+          msg.ops.map(op => checkOp(state, op)),
+          msg.durable === true,
+        )
+      case 'trim': {
+        const table = tableOf(state, msg.table)
+        const first = table.primaryKey[0]!
+        if (msg.before !== undefined && !['integer', 'real', 'timestamp'].includes(table.columns[first]!.type)) {
+          throw new ActorError('bad_row', `table '${table.name}': trim by 'before' needs a numeric first primary key column, and '${first}' is ${table.columns[first]!.type}`)
+        }
+        return state.backend.trim({ table, before: msg.before, keep: msg.keep, limit: msg.limit ?? 1000 })
+      }
       case 'fetchOne': {
         const table = tableOf(state, msg.table)
         return (await state.backend.fetchOne(table, checkWhere(table, msg.where))) ?? null
@@ -140,12 +153,6 @@ function tableOf(state: TableStoreState, name: string): TableSpec {
   return table
 }
 
-function columnOf(table: TableSpec, column: string, where: string): ColumnSpec {
-  const spec = table.columns[column]
-  if (spec === undefined) throw new ActorError('bad_row', `table '${table.name}' has no column '${column}' (in ${where})`)
-  return spec
-}
-
 function checkSpec(spec: TableSpec): void {
   for (const column of [...spec.primaryKey, ...(spec.indexes ?? []).flat()]) {
     if (spec.columns[column] === undefined) throw new ActorError('bad_row', `table '${spec.name}': key or index column '${column}' is not declared`)
@@ -174,61 +181,12 @@ function checkOp(state: TableStoreState, op: WriteOp): CheckedOp {
     }
     case 'delete':
       return { op: { ...op, where: checkWhere(table, op.where) }, table }
-  }
-}
-
-/**
- * A complete row (every column, nullable ones defaulting to null), or the named subset for an
- * update, with its encoding, whose size is checked.
- */
-function checkRow(table: TableSpec, row: Row, complete: boolean, encode: (row: Row) => Uint8Array): { row: Row; encoded: Uint8Array } {
-  const out: Row = {}
-  for (const [column, value] of Object.entries(row)) {
-    const spec = columnOf(table, column, 'row')
-    out[column] = checkValue(table, column, spec, value)
-  }
-  if (complete) {
-    for (const [column, spec] of Object.entries(table.columns)) {
-      if (column in out) continue
-      if (!spec.nullable) throw new ActorError('bad_row', `table '${table.name}': row is missing required column '${column}'`)
-      out[column] = null
+    case 'put': {
+      // The producer checked the whole row (putOp); the store checks what it builds keys from.
+      for (const column of keyColumns(table)) checkValue(table, column, columnOf(table, column, 'key'), op.key[column])
+      if (op.bytes.byteLength > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${op.bytes.byteLength} bytes, more than ${MAX_VALUE_BYTES}`)
+      return { op: { type: op.mode, table: op.table, row: op.key }, table, encoded: op.bytes, packed: true }
     }
   }
-  let encoded: Uint8Array
-  try {
-    encoded = encode(out)
-  } catch (error) {
-    throw new ActorError('unencodable_value', `table '${table.name}': row cannot be encoded: ${(error as Error).message}`)
-  }
-  if (encoded.byteLength > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${encoded.byteLength} bytes, more than ${MAX_VALUE_BYTES}`)
-  return { row: out, encoded }
 }
 
-function checkWhere(table: TableSpec, where: Where): Where {
-  for (const [column, value] of Object.entries(where)) checkValue(table, column, columnOf(table, column, 'where'), value, true)
-  return where
-}
-
-function checkValue(table: TableSpec, column: string, spec: ColumnSpec, value: unknown, inWhere = false): unknown {
-  if (value === null || value === undefined) {
-    if (!spec.nullable && !inWhere) throw new ActorError('bad_row', `table '${table.name}': column '${column}' cannot be null`)
-    return null
-  }
-  const ok = (() => {
-    switch (spec.type) {
-      case 'text':
-        return typeof value === 'string'
-      case 'integer':
-      case 'timestamp':
-        return Number.isSafeInteger(value)
-      case 'real':
-        return typeof value === 'number' && Number.isFinite(value)
-      case 'boolean':
-        return typeof value === 'boolean'
-      case 'json':
-        return true
-    }
-  })()
-  if (!ok) throw new ActorError('bad_row', `table '${table.name}': column '${column}' is ${spec.type}, got ${JSON.stringify(value)?.slice(0, 40) ?? typeof value}`)
-  return value
-}

@@ -19,11 +19,26 @@ export interface PageQuery {
   readonly limit: number
 }
 
-/** A write the store actor has checked, with the row's stored bytes when the backend encodes rows (see encodeRow). */
+/**
+ * A write the store actor has checked. `encoded` is the row's stored bytes when the backend
+ * encodes rows (see encodeRow) or when its producer did (a `put`). For a `put`, `packed` is true
+ * and `op` is an insert or upsert whose `row` holds only the key columns (primary key and
+ * indexed): the whole row is `encoded`, as msgpack, for the backend to store as it is (or to
+ * decode, if it stores columns).
+ */
 export interface CheckedOp {
-  readonly op: WriteOp
+  readonly op: Exclude<WriteOp, { type: 'put' }>
   readonly table: TableSpec
   readonly encoded?: Uint8Array
+  readonly packed?: boolean
+}
+
+/** Which of a table's oldest rows a trim removes (see the `trim` message). */
+export interface TrimQuery {
+  readonly table: TableSpec
+  readonly before?: number | undefined
+  readonly keep?: number | undefined
+  readonly limit: number
 }
 
 /**
@@ -34,8 +49,13 @@ export interface TableBackend {
   /** Specs of the tables created on this backend before, so a restarted actor knows them. */
   loadTables(): Promise<TableSpec[]>
   createTable(spec: TableSpec): Promise<void>
-  /** All the ops in one transaction; each op's count of rows written. Throws (writes nothing) on any failure. */
-  apply(ops: readonly CheckedOp[]): Promise<number[]>
+  /**
+   * All the ops in one transaction; each op's count of rows written. Throws (writes nothing) on
+   * any failure. Resolves once committed; with `durable`, once the commit is on disk.
+   */
+  apply(ops: readonly CheckedOp[], durable?: boolean): Promise<number[]>
+  /** Removes the oldest rows a trim names, in one transaction; how many it removed. */
+  trim(query: TrimQuery): Promise<number>
   /**
    * A backend that stores whole rows as msgpack gives its encoding here. The store actor then
    * checks the size of these bytes, not of an encoding of its own, and passes them to apply

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs'
-import { asBinary, open, type Key as LmdbKey } from 'lmdb'
+import { asBinary, open, type Key as LmdbKey, type RootDatabaseOptionsWithPath } from 'lmdb'
 import { ActorError } from '../../../src/index.js'
 import type { TableSpec, Where } from '../protocol.js'
-import { compareRows, type CheckedOp, type PageQuery, type Row, type SortKey, type TableBackend } from './backend.js'
+import { compareRows, type CheckedOp, type PageQuery, type Row, type SortKey, type TableBackend, type TrimQuery } from './backend.js'
 
 /** Column values are LMDB key parts (ordered-binary also takes null, which lmdb-js's type omits). */
 type Key = LmdbKey[]
@@ -22,7 +22,9 @@ const PRESENT = asBinary(Uint8Array.of(0xc3))
  */
 export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
   mkdirSync(path, { recursive: true })
-  const db = open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false })
+  // Rows a producer encoded (a `put`) are plain msgpack maps: read them back as objects, as
+  // lmdb-js's own record encoding reads back, not as Maps.
+  const db = open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false, encoder: { mapsAsObjects: true } } as RootDatabaseOptionsWithPath)
   // lmdb-js's own msgpack encoder, which its typings leave off the database.
   const encoder = (db as unknown as { encoder: { encode(value: unknown): Uint8Array } }).encoder
 
@@ -136,8 +138,23 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
         db.childTransaction(() => {
         const old = db.get([SPEC, spec.name]) as TableSpec | undefined
         void db.put([SPEC, spec.name], spec)
-        if (old === undefined || JSON.stringify(old.indexes ?? []) === JSON.stringify(spec.indexes ?? [])) return
-        // The indexes changed: rebuild every entry of this table's indexes.
+        if (old === undefined) return
+        const rekeyed = !sameList(old.primaryKey, spec.primaryKey)
+        if (!rekeyed && JSON.stringify(old.indexes ?? []) === JSON.stringify(spec.indexes ?? [])) return
+        if (rekeyed) {
+          // The primary key changed: every row moves to its key under the new one, its bytes as
+          // they are. Every index entry ends with the key, so all are rebuilt below.
+          const moves: Array<{ from: Key; to: Key; bytes: Uint8Array }> = []
+          for (const { key, value } of db.getRange({ start: [ROW, spec.name] })) {
+            if (!startsWith(key as Key, [ROW, spec.name])) break
+            moves.push({ from: key as Key, to: rowKey(spec, value as Row), bytes: Buffer.from(db.getBinary(key as Key)!) })
+          }
+          const keys = new Set(moves.map(move => JSON.stringify(move.to)))
+          if (keys.size < moves.length) throw new ActorError('conflict', `table '${spec.name}': rows would share a primary key under (${spec.primaryKey.join(', ')}); the table keeps its old key`)
+          for (const { from } of moves) void db.remove(from)
+          for (const { to, bytes } of moves) void db.put(to, asBinary(bytes))
+        }
+        // The indexes or the key changed: rebuild every entry of this table's indexes.
         for (const { key } of db.getRange({ start: [INDEX, spec.name] })) {
           if ((key as Key)[0] !== INDEX || (key as Key)[1] !== spec.name) break
           void db.remove(key as Key)
@@ -147,8 +164,39 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
       )
     },
     // lmdb-js's async transaction() shares one commit with other writes and keeps what a failing
-    // callback wrote before it threw; a child transaction inside it is what rolls back.
-    apply: async ops => await db.transaction(() => db.childTransaction(() => ops.map(applyOne))),
+    // callback wrote before it threw; a child transaction inside it is what rolls back. It
+    // resolves once committed; the fsync of that commit follows (overlappingSync), and `flushed`
+    // resolves once it is done.
+    apply: async (ops, durable) => {
+      const counts = await db.transaction(() => db.childTransaction(() => ops.map(applyOne)))
+      if (durable === true) await db.flushed
+      return counts
+    },
+    trim: async ({ table, before, keep, limit }: TrimQuery) => {
+      const start: Key = [ROW, table.name]
+      // The newest `keep` rows stay: the one just older than them, and every row before it, go.
+      const newestGone = keep === undefined ? undefined : ([...db.getKeys({ start: [ROW, table.name, ABOVE_ALL], reverse: true, offset: keep, limit: 1 })][0] as Key | undefined)
+      let beyondKeep = newestGone !== undefined && startsWith(newestGone, start)
+      const victims: Key[] = []
+      for (const key of db.getKeys({ start, limit }) as Iterable<Key>) {
+        if (!startsWith(key, start)) break
+        const old = before !== undefined && (key[2] as number) < before
+        if (!old && !beyondKeep) break
+        victims.push(key)
+        if (beyondKeep && sameList(key, newestGone!)) beyondKeep = false
+      }
+      if (victims.length === 0) return 0
+      return await db.transaction(() => {
+        let removed = 0
+        for (const key of victims) {
+          const row = db.get(key) as Row | undefined
+          if (row === undefined) continue
+          removeRow(table, row)
+          removed++
+        }
+        return removed
+      })
+    },
     // A copy (Buffer.from; a Buffer's slice is a view): the encoder hands back a view of its own
     // buffer, which lmdb-js encodes its writes into and may reset to reuse.
     encodeRow: row => Buffer.from(encoder.encode(row)),
