@@ -1,14 +1,20 @@
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { ActorError, defineBehavior, type ActorRef } from '../../src/index.js'
-import type { RowPage, TableMessage } from './protocol.js'
+import { BatchWriter } from './batch-writer.js'
+import type { RowPage, TableMessage, TableSpec, WriteOp } from './protocol.js'
 import { nextSequence } from './sequence.js'
+import { putOp } from './table/rows.js'
 
 /**
  * Conversations, as OpenAI's Conversations API defines them: a conversation (id `conv_…`,
  * metadata) and its ordered items, on a table store. Items are ordered by a sequence number
  * this actor assigns (it is the only writer), and listed with keyset pagination (`after` an
- * item id).
+ * item id). New conversations and items go through the batched writer (batch-writer.ts), each
+ * call's rows in one transaction, encoded once here: `writeMode` `sync` answers once they are
+ * committed and fsynced, `async` once queued. Every read and every change of existing rows
+ * first waits for the writes before it, so a client reads its own writes and a delete cannot
+ * overtake the items it deletes.
  */
 
 export const MAX_METADATA_PAIRS = 16
@@ -65,42 +71,49 @@ export type ConversationsMessage = z.infer<typeof conversationsProtocol>
 export interface ConversationsArgs {
   readonly store: ActorRef<TableMessage>
   readonly table: string
+  readonly writeMode?: 'async' | 'sync'
 }
 
 interface State {
   readonly store: ActorRef<TableMessage>
+  readonly writer: BatchWriter
+  readonly sync: boolean
   readonly conversations: string
   readonly items: string
+  readonly itemSpec: TableSpec
   lastSeq: number
 }
+
+/** How long a write waits for room in a full queue before the call fails with `backpressure`. */
+const WRITE_WAIT_MS = 30_000
 
 export const conversations = defineBehavior(import.meta.url, 'conversations', {
   protocol: conversationsProtocol,
   maxConcurrent: 1024,
-  async init({ store, table }: ConversationsArgs): Promise<State> {
+  async init({ store, table, writeMode }: ConversationsArgs, ctx): Promise<State> {
     const items = `${table}_items`
     await store.ask({
       type: 'createTable',
       table: { name: table, columns: { id: { type: 'text' }, created_at: { type: 'integer' }, metadata: { type: 'json' } }, primaryKey: ['id'] },
     })
-    await store.ask({
-      type: 'createTable',
-      table: {
-        name: items,
-        columns: { conversation_id: { type: 'text' }, seq: { type: 'integer' }, id: { type: 'text' }, item: { type: 'json' } },
-        primaryKey: ['conversation_id', 'seq'],
-        indexes: [['conversation_id', 'id']],
-      },
-    })
-    return { store, conversations: table, items, lastSeq: 0 }
+    const itemSpec: TableSpec = {
+      name: items,
+      columns: { conversation_id: { type: 'text' }, seq: { type: 'integer' }, id: { type: 'text' }, item: { type: 'json' } },
+      primaryKey: ['conversation_id', 'seq'],
+      indexes: [['conversation_id', 'id']],
+    }
+    await store.ask({ type: 'createTable', table: itemSpec })
+    const writer = new BatchWriter(store, { maxQueue: 10_000, writers: 4, log: ctx.log })
+    return { store, writer, sync: (writeMode ?? 'sync') === 'sync', conversations: table, items, itemSpec, lastSeq: 0 }
   },
   async receive(state, msg: ConversationsMessage) {
+    // Reads and changes of existing rows see every write acknowledged before them.
+    if (msg.type !== 'create') await state.writer.flush()
     switch (msg.type) {
       case 'create': {
         const conversation: Conversation = { id: newId('conv'), object: 'conversation', created_at: nowSeconds(), metadata: msg.metadata ?? {} }
-        const ops: Array<Extract<TableMessage, { type: 'insert' }>> = [{ type: 'insert', table: state.conversations, row: row(conversation) }]
-        for (const item of (msg.items ?? []).map(normalise)) ops.push({ type: 'insert', table: state.items, row: { conversation_id: conversation.id, seq: nextSeq(state), id: item.id, item } })
-        await state.store.ask({ type: 'transaction', ops })
+        const ops: WriteOp[] = [{ type: 'insert', table: state.conversations, row: row(conversation) }, ...itemPuts(state, conversation.id, (msg.items ?? []).map(normalise))]
+        await written(state, ops)
         return conversation
       }
       case 'get':
@@ -124,7 +137,7 @@ export const conversations = defineBehavior(import.meta.url, 'conversations', {
       case 'addItems': {
         await conversationOf(state, msg.id)
         const items = msg.items.map(normalise)
-        await state.store.ask({ type: 'transaction', ops: items.map(item => ({ type: 'insert' as const, table: state.items, row: { conversation_id: msg.id, seq: nextSeq(state), id: item.id, item } })) })
+        await written(state, itemPuts(state, msg.id, items))
         return { object: 'list', data: items, first_id: items[0]!.id, last_id: items[items.length - 1]!.id, has_more: false } satisfies ItemList
       }
       case 'listItems':
@@ -138,7 +151,21 @@ export const conversations = defineBehavior(import.meta.url, 'conversations', {
       }
     }
   },
+  async stop(state) {
+    await state.writer.close()
+  },
 })
+
+/** The items' rows, checked and encoded here (putOp); a bad one throws before anything is written. */
+function itemPuts(state: State, conversationId: string, items: ReadonlyArray<Record<string, unknown> & { id: string }>): WriteOp[] {
+  return items.map(item => putOp(state.itemSpec, { conversation_id: conversationId, seq: nextSeq(state), id: item.id, item }, 'insert'))
+}
+
+/** One call's writes, in one transaction: resolves once queued (async) or committed and fsynced (sync). */
+async function written(state: State, ops: readonly WriteOp[]): Promise<void> {
+  const write = state.writer.write(ops, { durable: state.sync, waitMs: WRITE_WAIT_MS })
+  await (state.sync ? write.done : write.queued)
+}
 
 function row(conversation: Conversation): Record<string, unknown> {
   return { id: conversation.id, created_at: conversation.created_at, metadata: conversation.metadata }

@@ -1,17 +1,24 @@
 import { z } from 'zod'
 import { ActorError, defineBehavior, type ActorRef, type BehaviorContext } from '../../src/index.js'
+import type { StackConfig } from '../../src/config/index.js'
+import { BatchWriter, type BatchWriterStats } from './batch-writer.js'
 import type { RowPage, TableMessage, TableSpec } from './protocol.js'
 import { nextSequence } from './sequence.js'
+import { putOp } from './table/rows.js'
 
 /**
- * The inference store: every chat completion, recorded through a bounded write queue. A
- * `record` is acknowledged once queued; while the queue is full the acknowledgement waits, which
- * slows the caller instead of dropping the record. `num_writers` writers drain it into the
- * table in batches, one transaction each; a record lingers a few milliseconds so that records
- * arriving together share one commit. A read waits for the records acknowledged before it to be
- * written (and cuts the linger short), so a client reads its own writes. On stop the queue is
- * drained before the actor ends, so every acknowledged record reaches the table store (which
- * itself finishes acknowledged writes before it closes).
+ * The inference store: every chat completion, recorded through the batched writer
+ * (batch-writer.ts) on the thread that produced it. The record is encoded once, here, and
+ * written as those bytes. Rows are keyed by when they were recorded (then the completion's id),
+ * so a commit appends to the end of the table instead of touching pages all over it, and a
+ * list walks the key itself; an index on the id serves a lookup by it.
+ *
+ * `writeMode` decides what a record's acknowledgement means: `async`, once queued (committed
+ * within the writer's linger, 25 ms); `sync`, once committed and fsynced, with records that
+ * arrive together sharing the commit. A read waits for every record acknowledged before it
+ * (and cuts the linger short), so a client reads its own writes. On stop the queue is written
+ * before the actor ends. `retention` trims the oldest records, by count or age, in the
+ * background.
  */
 
 export interface StoredCompletion {
@@ -42,65 +49,64 @@ export const inferenceStoreProtocol = z.discriminatedUnion('type', [
     order: z.enum(['asc', 'desc']).optional(),
     model: z.string().optional(),
   }),
-  /** Queue depth, writers busy, records written, store writes made: for inspection and tests. */
+  /** The writer's queue and counters, the settings, and what retention removed: for inspection and tests. */
   z.object({ type: z.literal('stats') }),
-  /**
-   * The hot settings (`max_write_queue_size`, `num_writers`), applied live by a reload: a larger
-   * queue admits the records waiting for room at once; a smaller one lets those queued stay.
-   */
-  z.object({ type: z.literal('configure'), maxQueue: z.number().int().positive(), writers: z.number().int().positive() }),
+  /** The hot settings, applied live by a reload (see InferenceSettings). */
+  z.object({ type: z.literal('configure'), settings: z.custom<InferenceSettings>() }),
+  /** Runs a retention pass now rather than at its next interval; replies with the records removed. */
+  z.object({ type: z.literal('trim') }),
 ])
 export type InferenceStoreMessage = z.infer<typeof inferenceStoreProtocol>
+
+/** What `storage.stores.inference` sets that a reload may change live. */
+export interface InferenceSettings {
+  /** Records queued or being written, at most; past it a record waits for room. */
+  readonly maxQueue: number
+  /** Batches committed at once. */
+  readonly writers: number
+  readonly writeMode: 'async' | 'sync'
+  readonly retention: { readonly maxCount?: number | undefined; readonly maxAgeMs?: number | undefined } | undefined
+}
+
+type InferenceConfig = NonNullable<StackConfig['storage']['stores']['inference']>
+
+export function inferenceSettings(config: InferenceConfig): InferenceSettings {
+  const { retention } = config
+  return {
+    maxQueue: config.max_write_queue_size,
+    writers: config.num_writers,
+    writeMode: config.write_mode,
+    retention: retention === undefined || (retention.max_count === undefined && retention.max_age === undefined) ? undefined : { maxCount: retention.max_count, maxAgeMs: retention.max_age },
+  }
+}
 
 export interface InferenceStoreArgs {
   readonly store: ActorRef<TableMessage>
   readonly table: string
-  readonly maxQueue: number
-  readonly writers: number
+  readonly settings: InferenceSettings
+  /** How often retention runs; a minute unless a test says otherwise. */
+  readonly retentionIntervalMs?: number
 }
-
-interface Row {
-  id: string
-  recorded: number
-  created: number
-  model: string
-  completion: unknown
-  input_messages: unknown
-}
-
-type Log = BehaviorContext<InferenceStoreMessage>['log']
 
 interface State {
   readonly args: InferenceStoreArgs
-  /** The queue bound and writer count: args' at start, a reload's after it. */
-  limits: { maxQueue: number; writers: number }
-  readonly queue: Row[]
-  readonly log: Log
-  /** When the oldest record in the queue was queued, for the linger. */
-  lingerSince: number
-  lingerTimer: NodeJS.Timeout | undefined
-  stopping: boolean
-  /** Records waiting for room in the queue, in arrival order. */
-  readonly waiting: Array<{ row: Row; admitted: () => void }>
-  busyWriters: number
-  written: number
-  /** Writes sent to the table store: one per batch, plus one per row of a refused batch. */
-  batches: number
-  failures: number
-  /** Resolves when the queue is empty and no writer is busy. */
-  idle: Array<() => void>
+  readonly spec: TableSpec
+  readonly writer: BatchWriter
+  settings: InferenceSettings
+  readonly log: BehaviorContext<InferenceStoreMessage>['log']
   lastRecorded: number
-  /** `recorded` of every record acknowledged and not yet written. */
-  readonly unwritten: Set<number>
-  /** Reads waiting for every record recorded up to `upTo` to be written. */
-  readonly readers: Array<{ upTo: number; go: () => void }>
+  retention: { timer: NodeJS.Timeout | undefined; running: Promise<number> | undefined; removed: number }
 }
 
 const DEFAULT_LIMIT = 20
-/** Records one writer commits together, at most. */
-const WRITE_BATCH = 256
-/** How long a record may wait for others to share its commit. It is acknowledged before. */
-const LINGER_MS = 25
+/**
+ * How long a record waits for room in a full queue before its request fails with
+ * `backpressure`: long enough to ride out a slow commit, short of any client's timeout.
+ */
+const RECORD_WAIT_MS = 30_000
+const RETENTION_INTERVAL_MS = 60_000
+/** Records one trim removes: a pass takes several, each a short transaction. */
+const TRIM_BATCH = 1000
 
 export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', {
   protocol: inferenceStoreProtocol,
@@ -108,12 +114,17 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
   async init(args: InferenceStoreArgs, ctx): Promise<State> {
     const spec: TableSpec = {
       name: args.table,
-      columns: { id: { type: 'text' }, recorded: { type: 'integer' }, created: { type: 'integer' }, model: { type: 'text' }, completion: { type: 'json' }, input_messages: { type: 'json' } },
-      primaryKey: ['id'],
-      indexes: [['recorded'], ['model', 'recorded']],
+      columns: { recorded: { type: 'integer' }, id: { type: 'text' }, created: { type: 'integer' }, model: { type: 'text' }, completion: { type: 'json' }, input_messages: { type: 'json' } },
+      // Time first: new rows append. The id, second, keeps two records of one microsecond apart.
+      primaryKey: ['recorded', 'id'],
+      indexes: [['id'], ['model', 'recorded']],
     }
     await args.store.ask({ type: 'createTable', table: spec })
-    return { args, limits: { maxQueue: args.maxQueue, writers: args.writers }, log: ctx.log, lingerSince: 0, lingerTimer: undefined, stopping: false, queue: [], waiting: [], busyWriters: 0, written: 0, batches: 0, failures: 0, idle: [], lastRecorded: 0, unwritten: new Set(), readers: [] }
+    const { settings } = args
+    const writer = new BatchWriter(args.store, { maxQueue: settings.maxQueue, writers: settings.writers, log: ctx.log })
+    const state: State = { args, spec, writer, settings, log: ctx.log, lastRecorded: 0, retention: { timer: undefined, running: undefined, removed: 0 } }
+    scheduleRetention(state, 0)
+    return state
   },
   receive(state, msg: InferenceStoreMessage) {
     switch (msg.type) {
@@ -121,168 +132,76 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
         const { input_messages: _ignored, ...completion } = msg.completion
         // `created` has second resolution: `recorded` orders completions as they arrived.
         state.lastRecorded = nextSequence(state.lastRecorded)
-        const row: Row = { id: msg.completion.id, recorded: state.lastRecorded, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
-        if (state.queue.length < state.limits.maxQueue) {
-          enqueue(state, row)
-          return null
-        }
-        const admitted = new Promise<null>(resolve => state.waiting.push({ row, admitted: () => resolve(null) }))
-        kick(state) // a full queue is written at once
-        return admitted
+        const row = { recorded: state.lastRecorded, id: msg.completion.id, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
+        const sync = state.settings.writeMode === 'sync'
+        const write = state.writer.write(putOp(state.spec, row, 'upsert'), { durable: sync, waitMs: RECORD_WAIT_MS })
+        return (sync ? write.done : write.queued).then(() => null)
       }
       case 'get':
-        return caughtUp(state).then(() => fetch(state, msg.id))
+        return state.writer.flush().then(() => fetch(state, msg.id))
       case 'list':
-        return caughtUp(state).then(() => list(state, msg))
+        return state.writer.flush().then(() => list(state, msg))
       case 'stats':
-        return { queued: state.queue.length, waiting: state.waiting.length, busyWriters: state.busyWriters, written: state.written, batches: state.batches, failures: state.failures, ...state.limits }
+        return { ...state.writer.stats(), writeMode: state.settings.writeMode, retention: state.settings.retention ?? null, removed: state.retention.removed } satisfies InferenceStats
       case 'configure':
-        state.limits = { maxQueue: msg.maxQueue, writers: msg.writers }
-        admitWaiting(state)
-        kick(state)
+        state.settings = msg.settings
+        state.writer.configure({ maxQueue: msg.settings.maxQueue, writers: msg.settings.writers })
+        scheduleRetention(state, 0)
         return null
+      case 'trim':
+        return trim(state)
     }
   },
   async stop(state) {
-    state.stopping = true
-    if (state.queue.length === 0 && state.busyWriters === 0 && state.waiting.length === 0) return
-    const idle = new Promise<void>(resolve => state.idle.push(resolve))
-    kick(state)
-    await idle
+    clearTimeout(state.retention.timer)
+    state.retention.timer = undefined
+    await state.retention.running
+    await state.writer.close()
   },
 })
 
-function enqueue(state: State, row: Row): void {
-  state.unwritten.add(row.recorded)
-  if (state.queue.length === 0) state.lingerSince = performance.now()
-  state.queue.push(row)
-  kick(state)
+export interface InferenceStats extends BatchWriterStats {
+  readonly writeMode: 'async' | 'sync'
+  readonly retention: InferenceSettings['retention'] | null
+  /** Records retention has removed since the actor started. */
+  readonly removed: number
+}
+
+function scheduleRetention(state: State, delayMs: number): void {
+  clearTimeout(state.retention.timer)
+  state.retention.timer = undefined
+  if (state.settings.retention === undefined) return
+  state.retention.timer = setTimeout(() => {
+    state.retention.timer = undefined
+    trim(state)
+      .catch(error => state.log.error({ err: error }, 'removing old chat completions failed; retrying at the next interval'))
+      .finally(() => scheduleRetention(state, state.args.retentionIntervalMs ?? RETENTION_INTERVAL_MS))
+  }, delayMs)
+  state.retention.timer.unref()
 }
 
 /**
- * Whether a batch should be written now: a full batch is waiting, the oldest record has lingered
- * long enough, or someone waits on the queue (a full queue, a read, a stop).
+ * One retention pass: trims of TRIM_BATCH until none is left to remove. `recorded` is
+ * microseconds since the epoch, so an age is a bound on the first key column.
  */
-function batchDue(state: State): boolean {
-  const queued = state.queue.length
-  if (queued === 0) return false
-  return (
-    queued >= WRITE_BATCH ||
-    queued >= state.limits.maxQueue ||
-    state.readers.length > 0 ||
-    state.stopping ||
-    performance.now() - state.lingerSince >= LINGER_MS
-  )
-}
-
-/** Starts a writer if a batch is due and one is free, or arms the linger timer for the records that wait. */
-function kick(state: State): void {
-  if (state.busyWriters >= state.limits.writers || state.queue.length === 0) return
-  if (batchDue(state)) {
-    void write(state)
-    return
-  }
-  state.lingerTimer ??= setTimeout(
-    () => {
-      state.lingerTimer = undefined
-      kick(state)
-    },
-    Math.max(0, LINGER_MS - (performance.now() - state.lingerSince)),
-  )
-}
-
-/**
- * One writer: takes records off the queue, up to WRITE_BATCH at a time, while a batch is due.
- * A batch is one transaction, so one commit (one fsync on LMDB) covers all its rows, and records
- * linger up to LINGER_MS to share one: committed one or two at a time, each record cost about
- * 120 µs of CPU across the threads at 6k records a second, most of it per commit.
- */
-async function write(state: State): Promise<void> {
-  clearTimeout(state.lingerTimer)
-  state.lingerTimer = undefined
-  state.busyWriters++
-  try {
-    while (batchDue(state)) {
-      const batch = state.queue.splice(0, WRITE_BATCH)
-      state.lingerSince = performance.now()
-      admitWaiting(state)
-      await writeBatch(state, batch)
-      for (const row of batch) state.unwritten.delete(row.recorded)
-      releaseReaders(state)
-    }
-  } finally {
-    state.busyWriters--
-    if (state.busyWriters === 0 && state.queue.length === 0) for (const resolve of state.idle.splice(0)) resolve()
-    kick(state)
-  }
-}
-
-function admitWaiting(state: State): void {
-  while (state.waiting.length > 0 && state.queue.length < state.limits.maxQueue) {
-    const next = state.waiting.shift()!
-    state.unwritten.add(next.row.recorded)
-    state.queue.push(next.row)
-    next.admitted()
-  }
-}
-
-/** Resolves once every record acknowledged so far is in the table. */
-function caughtUp(state: State): Promise<void> {
-  if (state.unwritten.size === 0) return Promise.resolve()
-  const written = new Promise<void>(go => state.readers.push({ upTo: state.lastRecorded, go }))
-  kick(state) // a reader does not wait out the linger
-  return written
-}
-
-function releaseReaders(state: State): void {
-  if (state.readers.length === 0) return
-  let oldest = Infinity
-  for (const recorded of state.unwritten) oldest = Math.min(oldest, recorded)
-  for (let i = state.readers.length - 1; i >= 0; i--) {
-    const reader = state.readers[i]!
-    if (oldest > reader.upTo) {
-      state.readers.splice(i, 1)
-      reader.go()
-    }
-  }
-}
-
-/** Codes for a write the store refuses outright: retrying it would fail forever. */
-const REFUSED = new Set(['bad_row', 'value_too_large', 'unencodable_value'])
-
-/**
- * A record that was acknowledged must land: transient store failures are retried with backoff.
- * A batch the store refuses (one bad row fails the whole transaction) is written row by row, so
- * only the bad row is lost, and loudly.
- */
-async function writeBatch(state: State, rows: Row[]): Promise<void> {
-  const { log } = state
-  const { store, table } = state.args
-  const message: TableMessage =
-    rows.length === 1
-      ? { type: 'upsert', table, row: rows[0] as unknown as Record<string, unknown> }
-      : { type: 'transaction', ops: rows.map(row => ({ type: 'upsert' as const, table, row: row as unknown as Record<string, unknown> })) }
-  for (let attempt = 0; ; attempt++) {
+function trim(state: State): Promise<number> {
+  state.retention.running ??= (async () => {
+    let removed = 0
     try {
-      state.batches++
-      await store.ask(message)
-      state.written += rows.length
-      return
-    } catch (error) {
-      state.failures++
-      const code = (error as ActorError).code
-      if (REFUSED.has(code)) {
-        if (rows.length > 1) {
-          for (const row of rows) await writeBatch(state, [row])
-          return
-        }
-        log.error({ err: error, id: rows[0]!.id }, 'the inference store refused a record; it is not stored')
-        return
+      for (;;) {
+        const retention = state.settings.retention
+        if (retention === undefined) return removed
+        const before = retention.maxAgeMs === undefined ? undefined : (Date.now() - retention.maxAgeMs) * 1000
+        const count = await state.args.store.ask<number>({ type: 'trim', table: state.spec.name, limit: TRIM_BATCH, ...(before === undefined ? {} : { before }), ...(retention.maxCount === undefined ? {} : { keep: retention.maxCount }) })
+        removed += count
+        state.retention.removed += count
+        if (count < TRIM_BATCH) return removed
       }
-      if (attempt % 10 === 0) log.error({ err: error, ids: rows.map(row => row.id), attempt }, 'writing chat completion records failed; retrying')
-      await new Promise(resolve => setTimeout(resolve, Math.min(50 * 2 ** attempt, 2000)))
+    } finally {
+      state.retention.running = undefined
     }
-  }
+  })()
+  return state.retention.running
 }
 
 function toStored(row: Record<string, unknown>): StoredCompletion {

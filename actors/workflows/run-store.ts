@@ -1,6 +1,8 @@
 import { pack, unpack } from 'msgpackr'
 import { ActorError, type ActorRef } from '../../src/index.js'
+import { BatchWriter } from '../stores/batch-writer.js'
 import type { RowPage, TableMessage, TableSpec, WriteOp } from '../stores/protocol.js'
+import { putOp } from '../stores/table/rows.js'
 import type { RunEvent, RunInfo, RunStatus } from './protocol.js'
 
 /**
@@ -15,7 +17,10 @@ import type { RunEvent, RunInfo, RunStatus } from './protocol.js'
  *
  * Journal values and session state are msgpack, kept as base64 text so that they come back
  * exactly on every backend (a json column on Postgres would turn a Date into a string). Writes
- * made in one turn of the event loop travel as one transaction: concurrent runs share commits.
+ * go through the batched writer (stores/batch-writer.ts), each durable: a step is reported done
+ * only once its journal entry is committed and fsynced. Rows are encoded once, here, on the
+ * workflow's thread; writes made in one turn, and those made while a commit is under way,
+ * share one transaction, so concurrent runs share commits.
  */
 
 export interface RunRow {
@@ -85,19 +90,17 @@ export const encodeValue = (value: unknown): string => {
 }
 export const decodeValue = (text: string): unknown => unpack(Buffer.from(text, 'base64'))
 
-/** Codes a store refuses a write with for good: retrying the same write cannot succeed. */
-const REFUSED = new Set(['conflict', 'bad_row', 'value_too_large', 'unencodable_value', 'unknown_table', 'bad_message'])
-/** Codes that say the store is down for now: a journal write waits for it rather than losing the run. */
-const TRANSIENT = new Set(['restarting', 'crashed', 'backend_unavailable', 'timeout', 'backpressure', 'no_such_actor'])
 const PAGE = 1000
 /** At most this many writes share one transaction. */
 const MAX_BATCH = 512
-
-interface PendingWrite {
-  readonly op: WriteOp
-  readonly resolve: (count: number) => void
-  readonly reject: (error: unknown) => void
-}
+/**
+ * Writes queued or in flight, at most; past it a write waits for room (a run slows down) up to
+ * WRITE_WAIT_MS, then fails with `backpressure`.
+ */
+const MAX_QUEUE = 16_384
+const WRITE_WAIT_MS = 60_000
+/** A write the store fails transiently (down, restarting) is tried this often before the run gives it up. */
+const MAX_ATTEMPTS = 40
 
 export class RunStore {
   readonly runs: string
@@ -105,9 +108,8 @@ export class RunStore {
   readonly journal: string
   readonly inbox: string
   readonly #store: ActorRef<TableMessage>
-  #pending: PendingWrite[] = []
-  #scheduled = false
-  #closed = false
+  readonly #writer: BatchWriter
+  readonly #specs: Map<string, TableSpec>
 
   constructor(store: ActorRef<TableMessage>, table: string) {
     this.#store = store
@@ -115,14 +117,16 @@ export class RunStore {
     this.events = `${table}_events`
     this.journal = `${table}_journal`
     this.inbox = `${table}_inbox`
+    this.#specs = new Map(this.#tables().map(spec => [spec.name, spec]))
+    this.#writer = new BatchWriter(store, { maxQueue: MAX_QUEUE, writers: 4, maxBatch: MAX_BATCH, maxAttempts: MAX_ATTEMPTS })
   }
 
   /** Creates the tables (idempotent: the backends keep a table's spec and rows). */
   async create(): Promise<void> {
-    for (const table of this.#specs()) await this.#store.ask({ type: 'createTable', table })
+    for (const table of this.#specs.values()) await this.#store.ask({ type: 'createTable', table })
   }
 
-  #specs(): TableSpec[] {
+  #tables(): TableSpec[] {
     const text = { type: 'text' } as const
     const integer = { type: 'integer' } as const
     const nullable = <T extends object>(spec: T) => ({ ...spec, nullable: true })
@@ -206,19 +210,24 @@ export class RunStore {
 
   /** A new run's row, batched with this turn's writes: for a fresh run id only, which no row has. */
   writeRun(row: RunRow): Promise<number> {
-    return this.write({ type: 'insert', table: this.runs, row: row as unknown as Record<string, unknown> })
+    return this.write(this.#put(this.runs, row as unknown as Record<string, unknown>, 'insert'))
   }
 
   appendEvent(runId: string, event: RunEvent): Promise<number> {
-    return this.write({ type: 'insert', table: this.events, row: { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: event.at } })
+    return this.write(this.#put(this.events, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: event.at }, 'insert'))
   }
 
   writeJournal(entry: JournalEntry): Promise<number> {
-    return this.write({ type: 'upsert', table: this.journal, row: entry as unknown as Record<string, unknown> })
+    return this.write(this.#put(this.journal, entry as unknown as Record<string, unknown>, 'upsert'))
   }
 
   appendInbox(runId: string, event: InboxEvent): Promise<number> {
-    return this.write({ type: 'insert', table: this.inbox, row: { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: Date.now() } })
+    return this.write(this.#put(this.inbox, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: Date.now() }, 'insert'))
+  }
+
+  /** A row checked and encoded here, once (putOp); a bad one throws before anything is queued. */
+  #put(table: string, row: Record<string, unknown>, mode: 'insert' | 'upsert'): WriteOp {
+    return putOp(this.#specs.get(table)!, row, mode)
   }
 
   /**
@@ -244,52 +253,14 @@ export class RunStore {
     return count === 1 ? epoch : undefined
   }
 
-  /** A write, batched with the others of this turn into one transaction. Resolves with its count of rows. */
+  /** A durable write, batched with the others of this turn into one transaction. Resolves with its count of rows. */
   write(op: WriteOp): Promise<number> {
-    if (this.#closed) return Promise.reject(new ActorError('stopped', 'the run store is closed'))
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ op, resolve, reject })
-      if (!this.#scheduled) {
-        this.#scheduled = true
-        queueMicrotask(this.#flush)
-      }
-    })
+    return this.#writer.write(op, { durable: true, waitMs: WRITE_WAIT_MS }).done
   }
 
-  /** Refuses writes from now on (the actor is stopping); those already sent still land. */
-  close(): void {
-    this.#closed = true
-  }
-
-  readonly #flush = (): void => {
-    this.#scheduled = false
-    const pending = this.#pending
-    this.#pending = []
-    for (let at = 0; at < pending.length; at += MAX_BATCH) void this.#send(pending.slice(at, at + MAX_BATCH))
-  }
-
-  async #send(batch: PendingWrite[]): Promise<void> {
-    const message: TableMessage = batch.length === 1 ? batch[0]!.op : { type: 'transaction', ops: batch.map(write => write.op) }
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const counts = await this.#store.ask<number | number[]>(message, { timeoutMs: 60_000 })
-        if (Array.isArray(counts)) batch.forEach((write, i) => write.resolve(counts[i] ?? 0))
-        else batch[0]!.resolve(counts)
-        return
-      } catch (error) {
-        const code = error instanceof ActorError ? error.code : 'internal'
-        // One refused write fails the whole transaction: retry each alone, so only it fails.
-        if (REFUSED.has(code) && batch.length > 1) {
-          for (const write of batch) void this.#send([write])
-          return
-        }
-        if (!TRANSIENT.has(code) || this.#closed || attempt >= 40) {
-          for (const write of batch) write.reject(error)
-          return
-        }
-        await new Promise(resolve => setTimeout(resolve, Math.min(25 * 2 ** attempt, 1000)))
-      }
-    }
+  /** Refuses writes from now on (the actor is stopping) and waits for those already made to land. */
+  close(): Promise<void> {
+    return this.#writer.close()
   }
 
   // ---- reads -------------------------------------------------------------------------------

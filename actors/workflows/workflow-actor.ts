@@ -122,7 +122,7 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
     state.live.clear()
     state.queue.length = 0
     await releaseLeases(state, held)
-    state.store.close()
+    await state.store.close()
   },
 })
 

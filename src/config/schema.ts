@@ -69,9 +69,30 @@ const sqlStoreRef = z.object({
   backend: restart(z.string().min(1), 'Name of a sql_* backend under storage.backends.'),
   table_name: restart(z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a lowercase SQL identifier'), 'Table this store writes.'),
 })
+/** When a write is acknowledged: the choice between a response's latency and what `kill -9` may lose. */
+const writeMode = z.enum(['async', 'sync'])
 const inferenceStoreRef = sqlStoreRef.extend({
-  max_write_queue_size: hot(z.number().int().positive().default(10000), 'Records waiting to be written before writers are slowed (never dropped).'),
-  num_writers: hot(z.number().int().positive().max(64).default(4), 'Concurrent writers draining the queue.'),
+  max_write_queue_size: hot(z.number().int().positive().default(10000), 'Records queued or being written; past it a response waits for room (never dropped).'),
+  num_writers: hot(z.number().int().positive().max(64).default(4), 'Batches being committed at once.'),
+  write_mode: hot(
+    writeMode.default('async'),
+    "`async`: a completion is answered without waiting for its record, which commits within 25 ms; a stop writes every record, `kill -9` may lose those of the last 25 ms. `sync`: answered only once its record is committed and fsynced (one commit per batch); nothing answered is lost.",
+  ),
+  retention: hot(
+    z
+      .object({
+        max_count: hot(z.number().int().positive().optional(), 'Keep at most this many completions: the oldest go first.'),
+        max_age: hot(durationMs().optional(), "Remove completions recorded longer ago than this: ms, or a duration such as '90s', '15m', '24h', '7d'."),
+      })
+      .optional(),
+    'How many stored completions to keep; unset, every one is kept.',
+  ),
+})
+const conversationsStoreRef = sqlStoreRef.extend({
+  write_mode: restart(
+    writeMode.default('sync'),
+    '`sync`: items are answered once committed and fsynced. `async`: answered once queued, committed within 25 ms; a stop writes them all, `kill -9` may lose those of the last 25 ms.',
+  ),
 })
 
 /** Which family each named store needs; a store of another name may use either. */
@@ -123,7 +144,7 @@ export const stackConfigSchema = z
               .object({
                 metadata: restart(kvStoreRef.optional(), 'The distribution registry (registered resources).'),
                 inference: restart(inferenceStoreRef.optional(), 'Recorded chat completions.'),
-                conversations: restart(sqlStoreRef.optional(), 'Conversations and their items.'),
+                conversations: restart(conversationsStoreRef.optional(), 'Conversations and their items.'),
                 runs: restart(sqlStoreRef.optional(), 'Workflow runs, their events and step journals; needed when workflows are configured.'),
                 sessions: restart(kvStoreRef.optional(), 'Workflow session state; without it, sessions are kept in the runs store.'),
                 prompts: restart(kvStoreRef.optional(), 'Stored prompts.'),

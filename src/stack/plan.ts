@@ -81,7 +81,7 @@ export type FieldOwner =
   | 'log-redact'
   /** The models routing table: registered models registered or unregistered. */
   | 'models'
-  /** The inference store's configure message. */
+  /** The inference store's configure message: its queue, writers, write mode and retention. */
   | 'inference-queue'
   /** A workflow actor's configure message. */
   | 'workflow-limits'
@@ -137,6 +137,8 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   'storage.stores': { owner: 'store-users' },
   'storage.stores.inference.max_write_queue_size': { owner: 'inference-queue' },
   'storage.stores.inference.num_writers': { owner: 'inference-queue' },
+  'storage.stores.inference.write_mode': { owner: 'inference-queue' },
+  'storage.stores.inference.retention': { owner: 'inference-queue' },
   'storage.stores.prompts': { owner: 'none', why: 'no actor uses the prompts store yet' },
   storage: { owner: 'store-users' },
   workflows: { owner: 'workflow' },

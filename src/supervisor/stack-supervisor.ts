@@ -9,7 +9,7 @@ import { storeActorName, storeChildSpec } from '../stack/stores.js'
 import { workflowActorName, workflowChildSpec, type ResolvedWorkflow } from '../stack/workflows.js'
 import { modelsRoutingTable, type ModelInput, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
 import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
-import { inferenceStore, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
+import { inferenceSettings, inferenceStore, type InferenceStoreArgs, type InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import type { InferenceMessage } from '../../actors/providers/inference/protocol.js'
 import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
 import type { DrainReport, WorkflowMessage } from '../../actors/workflows/protocol.js'
@@ -257,11 +257,11 @@ export class StackSupervisor {
         return {
           ...common,
           behavior: inferenceStore,
-          args: { store: store<TableMessage>(inference!.backend), table: inference!.table_name, maxQueue: inference!.max_write_queue_size, writers: inference!.num_writers },
+          args: { store: store<TableMessage>(inference!.backend), table: inference!.table_name, settings: inferenceSettings(inference!) } satisfies InferenceStoreArgs,
           placement: 'main',
         }
       case CONVERSATIONS:
-        return { ...common, behavior: conversations, args: { store: store<TableMessage>(conversationsStore!.backend), table: conversationsStore!.table_name }, placement: 'main' }
+        return { ...common, behavior: conversations, args: { store: store<TableMessage>(conversationsStore!.backend), table: conversationsStore!.table_name, writeMode: conversationsStore!.write_mode }, placement: 'main' }
       default:
         throw new Error(`the plan names actor '${id}', which no part of the config defines`)
     }
@@ -488,7 +488,7 @@ export class StackSupervisor {
         case 'inference-queue': {
           const inference = config.storage.stores.inference
           if (inference !== undefined && !fresh.has(INFERENCE_STORE)) {
-            await this.#subtrees.get('apis')!.child<InferenceStoreMessage>(INFERENCE_STORE).ask({ type: 'configure', maxQueue: inference.max_write_queue_size, writers: inference.num_writers })
+            await this.#subtrees.get('apis')!.child<InferenceStoreMessage>(INFERENCE_STORE).ask({ type: 'configure', settings: inferenceSettings(inference) })
           }
           break
         }
