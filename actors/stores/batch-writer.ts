@@ -59,15 +59,23 @@ export interface BatchWriterStats {
   readonly writers: number
 }
 
+/** How a write's promises are settled; submit's outcome has no promise but the queued one. */
+interface Settle {
+  queued: () => void
+  refuse: (error: unknown) => void
+  resolve: (count: number) => void
+  reject: (error: unknown) => void
+}
+
+const NOTHING = (): void => undefined
+const QUEUED = Promise.resolve()
+
 interface Pending {
   readonly seq: number
   /** Written together, in one transaction, or not at all. */
   readonly ops: readonly WriteOp[]
   readonly durable: boolean
-  readonly queued: () => void
-  readonly refuse: (error: unknown) => void
-  readonly resolve: (count: number) => void
-  readonly reject: (error: unknown) => void
+  readonly settle: Settle
   timer?: NodeJS.Timeout
 }
 
@@ -123,34 +131,56 @@ export class BatchWriter {
 
   /** Queues a write; a list of ops is one write, all in the same transaction. */
   write(op: WriteOp | readonly WriteOp[], options: WriteOptions = {}): Write {
-    let admitted!: () => void
-    let refuseQueued!: (error: unknown) => void
-    let resolve!: (count: number) => void
-    let reject!: (error: unknown) => void
-    const queued = new Promise<void>((ok, fail) => ((admitted = ok), (refuseQueued = fail)))
-    const done = new Promise<number>((ok, fail) => ((resolve = ok), (reject = fail)))
+    let settle!: Settle
+    const queued = new Promise<void>((queued, refuse) => (settle = { queued, refuse, resolve: NOTHING, reject: NOTHING }))
+    const done = new Promise<number>((resolve, reject) => ((settle.resolve = resolve), (settle.reject = reject)))
     // Either may be ignored: a caller that awaits only `done` still sees a refusal there.
-    queued.catch(() => undefined)
-    done.catch(() => undefined)
-    const pending: Pending = { seq: this.#nextSeq++, ops: Array.isArray(op) ? op : [op as WriteOp], durable: options.durable === true, queued: admitted, refuse: refuseQueued, resolve, reject }
+    queued.catch(NOTHING)
+    done.catch(NOTHING)
+    this.#enqueue(op, options, settle)
+    return { queued, done }
+  }
+
+  /**
+   * Queues a write no one waits for: resolves once it is queued, at once unless the queue is
+   * full (rejecting with `backpressure` when no room comes in time). Its outcome is only logged:
+   * this is the cheap path for a record acknowledged once queued.
+   */
+  submit(op: WriteOp | readonly WriteOp[], options: Omit<WriteOptions, 'durable'> = {}): Promise<void> {
+    const settle: Settle = { queued: NOTHING, refuse: NOTHING, resolve: NOTHING, reject: NOTHING }
+    const outcome = this.#enqueue(op, options, settle)
+    if (outcome === 'queued') return QUEUED
+    if (outcome !== 'waiting') return Promise.reject(outcome)
+    return new Promise((queued, refuse) => ((settle.queued = queued), (settle.refuse = refuse)))
+  }
+
+  /** Admits, refuses or parks a write: 'queued', 'waiting' for room, or the error it was refused with. */
+  #enqueue(op: WriteOp | readonly WriteOp[], options: WriteOptions, settle: Settle): 'queued' | 'waiting' | ActorError {
+    const pending: Pending = { seq: this.#nextSeq++, ops: Array.isArray(op) ? op : [op as WriteOp], durable: options.durable === true, settle }
     if (this.#closed) {
-      this.#refuse(pending, new ActorError('stopped', 'the writer is closed: no more writes'))
-    } else if (this.#hasRoom() && this.#waiting.length === 0) {
+      const error = new ActorError('stopped', 'the writer is closed: no more writes')
+      this.#refuse(pending, error)
+      return error
+    }
+    if (this.#hasRoom() && this.#waiting.length === 0) {
       this.#admit(pending)
       this.#schedule()
-    } else if ((options.waitMs ?? 0) <= 0) {
-      this.#refuse(pending, full(this.#maxQueue))
-    } else {
-      pending.timer = setTimeout(() => {
-        const at = this.#waiting.indexOf(pending)
-        if (at >= 0) this.#waiting.splice(at, 1)
-        this.#refuse(pending, full(this.#maxQueue))
-        this.#settleFlushes()
-      }, options.waitMs)
-      this.#waiting.push(pending)
-      this.#kick() // a full queue is written at once
+      return 'queued'
     }
-    return { queued, done }
+    if ((options.waitMs ?? 0) <= 0) {
+      const error = full(this.#maxQueue)
+      this.#refuse(pending, error)
+      return error
+    }
+    pending.timer = setTimeout(() => {
+      const at = this.#waiting.indexOf(pending)
+      if (at >= 0) this.#waiting.splice(at, 1)
+      this.#refuse(pending, full(this.#maxQueue))
+      this.#settleFlushes()
+    }, options.waitMs)
+    this.#waiting.push(pending)
+    this.#kick() // a full queue is written at once
+    return 'waiting'
   }
 
   /** Resolves once every write made before it is done (committed or failed); cuts lingering short. */
@@ -165,6 +195,8 @@ export class BatchWriter {
   async close(): Promise<void> {
     this.#closed = true
     await this.flush()
+    clearTimeout(this.#lingerTimer)
+    this.#lingerTimer = undefined
   }
 
   /** New limits, live: a larger queue admits waiting writes at once; a smaller one keeps what it holds. */
@@ -198,7 +230,7 @@ export class BatchWriter {
     this.#queue.push(pending)
     this.#unfinished.add(pending.seq)
     if (pending.durable) this.#durableQueued++
-    pending.queued()
+    pending.settle.queued()
   }
 
   #admitWaiting(): void {
@@ -210,8 +242,8 @@ export class BatchWriter {
   }
 
   #refuse(pending: Pending, error: unknown): void {
-    pending.refuse(error)
-    pending.reject(error)
+    pending.settle.refuse(error)
+    pending.settle.reject(error)
   }
 
   /** Whether a batch should go now rather than linger for more writes to share its commit. */
@@ -250,7 +282,11 @@ export class BatchWriter {
       this.#admitWaiting()
       void this.#send(batch)
     }
-    if (this.#queue.length > 0 && this.#inFlight < this.#writers && this.#lingerTimer === undefined) {
+    if (this.#queue.length === 0) {
+      // Everything lingering went early: no timer is left to wake an idle (or closed) writer.
+      clearTimeout(this.#lingerTimer)
+      this.#lingerTimer = undefined
+    } else if (this.#inFlight < this.#writers && this.#lingerTimer === undefined) {
       this.#lingerTimer = setTimeout(
         () => {
           this.#lingerTimer = undefined
@@ -284,7 +320,8 @@ export class BatchWriter {
   /** Writes one batch as one transaction, retrying as the header says; settles every write in it. */
   async #commit(batch: Pending[]): Promise<void> {
     const durable = batch.some(pending => pending.durable)
-    const message: TableMessage = { type: 'transaction', ops: batch.flatMap(pending => pending.ops), ...(durable ? { durable } : {}) }
+    const { ops, opOf } = coalesce(batch.flatMap(pending => pending.ops))
+    const message: TableMessage = { type: 'transaction', ops, ...(durable ? { durable } : {}) }
     for (let attempt = 1; ; attempt++) {
       try {
         this.#batches++
@@ -293,8 +330,9 @@ export class BatchWriter {
         let at = 0
         for (const pending of batch) {
           let count = 0
-          for (let i = 0; i < pending.ops.length; i++) count += counts[at++] ?? 0
-          this.#finish(pending, () => pending.resolve(count))
+          // A put sent within a putMany wrote its row: the transaction committed whole.
+          for (let i = 0; i < pending.ops.length; i++, at++) count += opOf[at]! < 0 ? 1 : (counts[opOf[at]!] ?? 0)
+          this.#finish(pending, () => pending.settle.resolve(count))
         }
         return
       } catch (error) {
@@ -306,7 +344,7 @@ export class BatchWriter {
         }
         if (!TRANSIENT.has(code) || attempt >= this.#maxAttempts) {
           this.#log?.error({ err: error, writes: batch.length, attempt }, 'a write to the store failed; it is not stored')
-          for (const pending of batch) this.#finish(pending, () => pending.reject(error))
+          for (const pending of batch) this.#finish(pending, () => pending.settle.reject(error))
           return
         }
         if (attempt % 10 === 1) this.#log?.error({ err: error, writes: batch.length, attempt }, 'writing to the store failed; retrying')
@@ -337,4 +375,53 @@ export class BatchWriter {
 
 function full(maxQueue: number): ActorError {
   return new ActorError('backpressure', `the write queue is full (${maxQueue} writes queued or in flight); retry later`)
+}
+
+/**
+ * A batch's ops as sent: each run of two or more consecutive puts into one table, with one
+ * mode and the same key columns, becomes one putMany (the rows' bytes copied back to back into
+ * one buffer, their keys into one flat list), so that the message crossing to the store's
+ * thread holds one buffer and two lists instead of an object and a buffer per row. `opOf[i]`
+ * is the index in `ops` of the i-th op given, or -1 for a put sent within a putMany.
+ */
+function coalesce(given: readonly WriteOp[]): { ops: WriteOp[]; opOf: number[] } {
+  const ops: WriteOp[] = []
+  const opOf: number[] = []
+  for (let i = 0; i < given.length; ) {
+    const first = given[i]!
+    let end = i + 1
+    if (first.type === 'put') {
+      const columns = Object.keys(first.key)
+      while (end < given.length && sameRun(first, columns, given[end]!)) end++
+    }
+    if (end - i < 2) {
+      opOf.push(ops.length)
+      ops.push(first)
+      i = end
+      continue
+    }
+    const puts = given.slice(i, end) as Array<Extract<WriteOp, { type: 'put' }>>
+    const columns = Object.keys((first as Extract<WriteOp, { type: 'put' }>).key)
+    let size = 0
+    for (const put of puts) size += put.bytes.byteLength
+    const bytes = new Uint8Array(size)
+    const ends: number[] = []
+    const keys: unknown[] = []
+    let at = 0
+    for (const put of puts) {
+      bytes.set(put.bytes, at)
+      ends.push((at += put.bytes.byteLength))
+      for (const column of columns) keys.push(put.key[column])
+      opOf.push(-1)
+    }
+    ops.push({ type: 'putMany', table: first.table, mode: (first as Extract<WriteOp, { type: 'put' }>).mode, columns, keys, bytes, ends })
+    i = end
+  }
+  return { ops, opOf }
+}
+
+function sameRun(first: Extract<WriteOp, { type: 'put' }>, columns: readonly string[], next: WriteOp): boolean {
+  if (next.type !== 'put' || next.table !== first.table || next.mode !== first.mode) return false
+  const keys = Object.keys(next.key)
+  return keys.length === columns.length && keys.every((column, i) => column === columns[i])
 }

@@ -129,13 +129,16 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
   receive(state, msg: InferenceStoreMessage) {
     switch (msg.type) {
       case 'record': {
-        const { input_messages: _ignored, ...completion } = msg.completion
+        // A completion that carries input_messages of its own is stored without them (the
+        // request's are stored beside it); copying only then keeps the common path copy-free.
+        let completion: Record<string, unknown> = msg.completion
+        if ('input_messages' in completion) completion = withoutInputMessages(completion)
         // `created` has second resolution: `recorded` orders completions as they arrived.
         state.lastRecorded = nextSequence(state.lastRecorded)
         const row = { recorded: state.lastRecorded, id: msg.completion.id, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
-        const sync = state.settings.writeMode === 'sync'
-        const write = state.writer.write(putOp(state.spec, row, 'upsert'), { durable: sync, waitMs: RECORD_WAIT_MS })
-        return (sync ? write.done : write.queued).then(() => null)
+        const put = putOp(state.spec, row, 'upsert')
+        if (state.settings.writeMode === 'async') return state.writer.submit(put, { waitMs: RECORD_WAIT_MS }).then(() => null)
+        return state.writer.write(put, { durable: true, waitMs: RECORD_WAIT_MS }).done.then(() => null)
       }
       case 'get':
         return state.writer.flush().then(() => fetch(state, msg.id))
@@ -185,23 +188,29 @@ function scheduleRetention(state: State, delayMs: number): void {
  * microseconds since the epoch, so an age is a bound on the first key column.
  */
 function trim(state: State): Promise<number> {
-  state.retention.running ??= (async () => {
-    let removed = 0
-    try {
-      for (;;) {
-        const retention = state.settings.retention
-        if (retention === undefined) return removed
-        const before = retention.maxAgeMs === undefined ? undefined : (Date.now() - retention.maxAgeMs) * 1000
-        const count = await state.args.store.ask<number>({ type: 'trim', table: state.spec.name, limit: TRIM_BATCH, ...(before === undefined ? {} : { before }), ...(retention.maxCount === undefined ? {} : { keep: retention.maxCount }) })
-        removed += count
-        state.retention.removed += count
-        if (count < TRIM_BATCH) return removed
-      }
-    } finally {
-      state.retention.running = undefined
-    }
-  })()
+  // finally runs after this assignment even for a pass with nothing to do, so `running` never
+  // keeps a finished pass (which would stop every later pass from running).
+  state.retention.running ??= trimPass(state).finally(() => (state.retention.running = undefined))
   return state.retention.running
+}
+
+async function trimPass(state: State): Promise<number> {
+  // Records acknowledged before the pass count toward the limit: write them first.
+  await state.writer.flush()
+  let removed = 0
+  for (;;) {
+    const retention = state.settings.retention
+    if (retention === undefined) return removed
+    const before = retention.maxAgeMs === undefined ? undefined : (Date.now() - retention.maxAgeMs) * 1000
+    const count = await state.args.store.ask<number>({ type: 'trim', table: state.spec.name, limit: TRIM_BATCH, ...(before === undefined ? {} : { before }), ...(retention.maxCount === undefined ? {} : { keep: retention.maxCount }) })
+    removed += count
+    state.retention.removed += count
+    if (count < TRIM_BATCH) return removed
+  }
+}
+
+function withoutInputMessages({ input_messages: _ignored, ...rest }: Record<string, unknown>): Record<string, unknown> {
+  return rest
 }
 
 function toStored(row: Record<string, unknown>): StoredCompletion {

@@ -109,6 +109,21 @@ export const writeOp = z.discriminatedUnion('type', [
    * the row is encoded once, on the thread that made it, and never decoded on the way in.
    */
   z.object({ type: z.literal('put'), table: identifier, mode: z.enum(['insert', 'upsert']), key: row, bytes }),
+  /**
+   * Puts of many rows of one table, as one op: the rows' bytes back to back (row i ends at
+   * `ends[i]`), and their key columns (`columns`, in that order) flattened row after row into
+   * `keys`. The batched writer sends consecutive puts so: one buffer and two flat lists cross
+   * the threads instead of an object per row. Its count is the number of rows written.
+   */
+  z.object({
+    type: z.literal('putMany'),
+    table: identifier,
+    mode: z.enum(['insert', 'upsert']),
+    columns: z.array(z.string()),
+    keys: z.array(z.unknown()),
+    bytes,
+    ends: z.array(z.number().int().nonnegative()),
+  }),
 ])
 export type WriteOp = z.infer<typeof writeOp>
 

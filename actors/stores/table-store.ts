@@ -50,11 +50,30 @@ export const tableStore = defineBehavior(import.meta.url, 'tableStore', {
         const [count] = await state.backend.apply([checkOp(state, msg)])
         return count
       }
-      case 'transaction':
-        return state.backend.apply(
-          msg.ops.map(op => checkOp(state, op)),
-          msg.durable === true,
-        )
+      case 'putMany': {
+        const checked: CheckedOp[] = []
+        checkPutMany(state, msg, checked)
+        return (await state.backend.apply(checked)).reduce((sum, count) => sum + count, 0)
+      }
+      case 'transaction': {
+        // A putMany is one op of the message and a run of rows for the backend: its count is their sum.
+        const spans: number[] = []
+        const checked: CheckedOp[] = []
+        for (const op of msg.ops) {
+          const before = checked.length
+          if (op.type === 'putMany') checkPutMany(state, op, checked)
+          else checked.push(checkOp(state, op))
+          spans.push(checked.length - before)
+        }
+        const counts = await state.backend.apply(checked, msg.durable === true)
+        if (counts.length === spans.length) return counts
+        let at = 0
+        return spans.map(span => {
+          let sum = 0
+          for (const end = at + span; at < end; at++) sum += counts[at] ?? 0
+          return sum
+        })
+      }
       case 'trim': {
         const table = tableOf(state, msg.table)
         const first = table.primaryKey[0]!
@@ -163,7 +182,27 @@ function checkSpec(spec: TableSpec): void {
   }
 }
 
-function checkOp(state: TableStoreState, op: WriteOp): CheckedOp {
+/** Each row of a putMany as its own checked put, its bytes a view of the op's buffer. */
+function checkPutMany(state: TableStoreState, op: Extract<WriteOp, { type: 'putMany' }>, into: CheckedOp[]): void {
+  const table = tableOf(state, op.table)
+  const width = op.columns.length
+  const needed = keyColumns(table)
+  if (needed.some(column => !op.columns.includes(column))) throw new ActorError('bad_row', `table '${table.name}': putMany must carry the key columns ${needed.join(', ')}`)
+  if (op.keys.length !== width * op.ends.length) throw new ActorError('bad_row', `table '${table.name}': putMany has ${op.keys.length} key values for ${op.ends.length} rows of ${width} columns`)
+  const specs = op.columns.map(column => columnOf(table, column, 'key'))
+  let start = 0
+  for (let i = 0; i < op.ends.length; i++) {
+    const end = op.ends[i]!
+    if (end < start || end > op.bytes.byteLength) throw new ActorError('bad_row', `table '${table.name}': putMany row ${i} ends at ${end}, outside its bytes`)
+    if (end - start > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${end - start} bytes, more than ${MAX_VALUE_BYTES}`)
+    const key: Row = {}
+    for (let c = 0; c < width; c++) key[op.columns[c]!] = checkValue(table, op.columns[c]!, specs[c]!, op.keys[i * width + c])
+    into.push({ op: { type: op.mode, table: op.table, row: key }, table, encoded: op.bytes.subarray(start, end), packed: true })
+    start = end
+  }
+}
+
+function checkOp(state: TableStoreState, op: Exclude<WriteOp, { type: 'putMany' }>): CheckedOp {
   const table = tableOf(state, op.table)
   const encode = state.backend.encodeRow ?? pack
   switch (op.type) {

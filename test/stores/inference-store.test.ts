@@ -46,9 +46,13 @@ const fakeTable = defineBehavior(import.meta.url, 'fakeTable', {
     }
     const ops: WriteOp[] = msg.type === 'transaction' ? msg.ops : [msg]
     // The records come as puts: the row's bytes, as the inference store encoded them.
-    const rows = ops.map(op => (op.type === 'put' ? (unpack(op.bytes) as Record<string, unknown>) : undefined))
-    for (const row of rows) if (row !== undefined && fake.refuse.has(row['id'] as string)) throw new ActorError('bad_row', `row ${row['id']} is refused`)
-    for (const row of rows) if (row !== undefined) fake.rows.set(row['id'] as string, row)
+    const rows = ops.flatMap(op => {
+      if (op.type === 'put') return [unpack(op.bytes) as Record<string, unknown>]
+      if (op.type !== 'putMany') return []
+      return op.ends.map((end, i) => unpack(op.bytes.subarray(i === 0 ? 0 : op.ends[i - 1], end)) as Record<string, unknown>)
+    })
+    for (const row of rows) if (fake.refuse.has(row['id'] as string)) throw new ActorError('bad_row', `row ${row['id']} is refused`)
+    for (const row of rows) fake.rows.set(row['id'] as string, row)
     return ops.map(() => 1)
   },
 })

@@ -27,7 +27,7 @@ export interface PageQuery {
  * decode, if it stores columns).
  */
 export interface CheckedOp {
-  readonly op: Exclude<WriteOp, { type: 'put' }>
+  readonly op: Exclude<WriteOp, { type: 'put' | 'putMany' }>
   readonly table: TableSpec
   readonly encoded?: Uint8Array
   readonly packed?: boolean

@@ -20,26 +20,35 @@ export function columnOf(table: TableSpec, column: string, where: string): Colum
  * update, with its encoding, whose size is checked.
  */
 export function checkRow(table: TableSpec, row: Row, complete: boolean, encode: (row: Row) => Uint8Array): { row: Row; encoded: Uint8Array } {
+  const out = checkedCopy(table, row, complete)
+  return { row: out, encoded: encodeChecked(table, out, encode) }
+}
+
+/** The row's values checked (undefined made null), and for a complete row nulls for the nullable columns it lacks. */
+function checkedCopy(table: TableSpec, row: Row, complete: boolean): Row {
   const out: Row = {}
-  for (const [column, value] of Object.entries(row)) {
-    const spec = columnOf(table, column, 'row')
-    out[column] = checkValue(table, column, spec, value)
+  for (const column in row) {
+    if (!Object.hasOwn(row, column)) continue
+    out[column] = checkValue(table, column, columnOf(table, column, 'row'), row[column])
   }
-  if (complete) {
-    for (const [column, spec] of Object.entries(table.columns)) {
-      if (column in out) continue
-      if (!spec.nullable) throw new ActorError('bad_row', `table '${table.name}': row is missing required column '${column}'`)
-      out[column] = null
-    }
+  if (!complete) return out
+  for (const [column, spec] of columnsOf(table)) {
+    if (column in out) continue
+    if (!spec.nullable) throw new ActorError('bad_row', `table '${table.name}': row is missing required column '${column}'`)
+    out[column] = null
   }
+  return out
+}
+
+function encodeChecked(table: TableSpec, row: Row, encode: (row: Row) => Uint8Array): Uint8Array {
   let encoded: Uint8Array
   try {
-    encoded = encode(out)
+    encoded = encode(row)
   } catch (error) {
     throw new ActorError('unencodable_value', `table '${table.name}': row cannot be encoded: ${(error as Error).message}`)
   }
   if (encoded.byteLength > MAX_VALUE_BYTES) throw new ActorError('value_too_large', `table '${table.name}': row is ${encoded.byteLength} bytes, more than ${MAX_VALUE_BYTES}`)
-  return { row: out, encoded }
+  return encoded
 }
 
 export function checkWhere(table: TableSpec, where: Where): Where {
@@ -85,6 +94,16 @@ export function keyColumns(table: TableSpec): readonly string[] {
 }
 const KEY_COLUMNS = new WeakMap<TableSpec, readonly string[]>()
 
+function columnsOf(table: TableSpec): ReadonlyArray<readonly [string, ColumnSpec]> {
+  let columns = COLUMNS.get(table)
+  if (columns === undefined) {
+    columns = Object.entries(table.columns)
+    COLUMNS.set(table, columns)
+  }
+  return columns
+}
+const COLUMNS = new WeakMap<TableSpec, ReadonlyArray<readonly [string, ColumnSpec]>>()
+
 /**
  * Plain msgpack (no record extension), which every backend decodes: LMDB's own encoder reads
  * it back as it reads the rows it encoded itself.
@@ -98,8 +117,20 @@ const encodeOwn = (row: Row): Uint8Array => packr.pack(row)
  * copy of their own: msgpackr packs into a scratch buffer it reuses.
  */
 export function putOp(table: TableSpec, row: Row, mode: 'insert' | 'upsert'): Extract<WriteOp, { type: 'put' }> {
-  const checked = checkRow(table, row, true, encodeOwn)
+  // As checkRow, but a complete row, as producers make them, is encoded as it is, not copied:
+  // this runs for every record written.
+  let columns = 0
+  let exact = true
+  for (const column in row) {
+    if (!Object.hasOwn(row, column)) continue
+    const value = row[column]
+    exact &&= checkValue(table, column, columnOf(table, column, 'row'), value) === value
+    columns++
+  }
+  let full = row
+  if (!exact || columns < columnsOf(table).length) full = checkedCopy(table, row, true)
+  const encoded = encodeChecked(table, full, encodeOwn)
   const key: Row = {}
-  for (const column of keyColumns(table)) key[column] = checked.row[column]
-  return { type: 'put', table: table.name, mode, key, bytes: Uint8Array.prototype.slice.call(checked.encoded) }
+  for (const column of keyColumns(table)) key[column] = full[column]
+  return { type: 'put', table: table.name, mode, key, bytes: Uint8Array.prototype.slice.call(encoded) }
 }
