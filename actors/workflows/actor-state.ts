@@ -36,6 +36,8 @@ export interface State {
   /** Runs being claimed and read back, until they are held here. */
   readonly resuming: Map<string, Promise<LiveRun | undefined>>
   readonly timers: NodeJS.Timeout[]
+  /** The retention sweep's, rescheduled when a reload changes the retention. */
+  sweepTimer: NodeJS.Timeout | undefined
   readonly counts: { completed: number; failed: number; cancelled: number; resumed: number }
 }
 

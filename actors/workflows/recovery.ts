@@ -87,10 +87,14 @@ export async function loadHistory(state: State, runId: string): Promise<RunHisto
   return { journal, eventTypes, inbox }
 }
 
-export function scheduleSweep(state: State): void {
+/** (Re)starts the retention sweep at an interval the retention sets; a changed retention sweeps at once. */
+export function scheduleSweep(state: State, now = false): void {
+  clearInterval(state.sweepTimer)
   const retention = state.limits.retentionMs
   const every = Math.min(MAX_SWEEP_INTERVAL_MS, retention ?? MAX_SWEEP_INTERVAL_MS)
-  state.timers.push(setInterval(() => void sweep(state), every))
+  state.sweepTimer = setInterval(() => void sweep(state), every)
+  state.sweepTimer.unref()
+  if (now) void sweep(state)
 }
 
 /**

@@ -57,6 +57,7 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
       recovering: false,
       resuming: new Map(),
       timers: [],
+      sweepTimer: undefined,
       counts: { completed: 0, failed: 0, cancelled: 0, resumed: 0 },
     }
     // Resuming happens after init, so that a restarted actor answers at once.
@@ -88,7 +89,9 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
       case 'drain':
         return drain(state, msg.timeoutMs)
       case 'configure': {
+        const retentionChanged = state.limits.retentionMs !== msg.retentionMs
         state.limits = { maxConcurrent: msg.maxConcurrent, queueSize: msg.queueSize, timeoutMs: msg.timeoutMs, resumable: msg.resumable, retentionMs: msg.retentionMs }
+        if (retentionChanged) scheduleSweep(state, true)
         startQueued(state)
         return null
       }
@@ -112,6 +115,7 @@ export const workflowActor = defineBehavior(import.meta.url, 'workflowActor', {
   async stop(state) {
     state.stopped = true
     for (const timer of state.timers) clearInterval(timer)
+    clearInterval(state.sweepTimer)
     const stopping = new ActorError('stopped', 'the workflow actor stopped; the run resumes when it starts again')
     const held = [...state.live.values()]
     for (const run of held) {

@@ -192,9 +192,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   /**
    * Changes a running actor child's settings for its next stop or restart without restarting
-   * it (a new drain deadline). Only `shutdownMs` applies to a running child.
+   * it: a new drain deadline, or the args its next incarnation starts with (settings the
+   * running one was given live). Only `shutdownMs` applies to the running child itself.
    */
-  updateChild(id: string, changes: Pick<RestartChanges, 'shutdownMs'>): void {
+  updateChild(id: string, changes: RestartChanges): void {
     this.validateChanges(id, changes)
     const child = this.children.find(c => c.id === id)
     if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)

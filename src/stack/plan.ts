@@ -1,5 +1,5 @@
 import type { ActorChildSpec, SupervisorSpec } from '../actor/index.js'
-import type { ConfigChange, StackConfig } from '../config/index.js'
+import { backendFamily, type ConfigChange, type StackConfig } from '../config/index.js'
 import { storeActorName } from './stores.js'
 import { providerActorName } from './providers.js'
 import { workflowActorName } from './workflows.js'
@@ -245,7 +245,10 @@ export function planReload(before: StackPlan, after: StackPlan, changes: readonl
         if (item !== undefined) owners.add(providerActorName(item))
         break
       case 'backend':
-        if (item !== undefined) owners.add(storeActorName(item))
+        if (item === undefined) break
+        // kv_* to sql_* or back is another behaviour: a new actor, as for a provider's type.
+        if (change.segments[3] === 'type' && typeof change.before === 'string' && typeof change.after === 'string' && backendFamily(change.before) !== backendFamily(change.after)) replace.add(storeActorName(item))
+        else owners.add(storeActorName(item))
         break
       case 'store-users':
         if (item !== undefined) for (const id of storeUsers(item, config)) owners.add(id)
@@ -266,7 +269,7 @@ export function planReload(before: StackPlan, after: StackPlan, changes: readonl
   const restart: string[] = []
   for (const actor of after.actors) {
     if (!beforeIds.has(actor.id) || replace.has(actor.id)) continue
-    if (owners.has(actor.id) || actor.dependsOn.some(dep => restart.includes(dep))) restart.push(actor.id)
+    if (owners.has(actor.id) || actor.dependsOn.some(dep => restart.includes(dep) || replace.has(dep))) restart.push(actor.id)
   }
   return {
     hot,

@@ -396,6 +396,7 @@ export class StackSupervisor {
       done.stopped.push(id)
     }
     await this.#applyHot(steps, applied.loaded.config, done)
+    await this.#refreshSpecs()
     if (steps.rebind) {
       const { server } = this.#loaded.config
       this.#url = await this.server.rebind(this.#options.port ?? server.port, this.#options.host ?? server.host, this.#checked.tls)
@@ -428,6 +429,20 @@ export class StackSupervisor {
         }
       }
       if (failures.length > 0) throw failures[0]
+    }
+  }
+
+  /**
+   * Rebuilds every running actor's child spec from the config now applied, so that a crash
+   * restarts it with what was applied live (a workflow's limits, the inference store's write
+   * mode, the registered models), not with the settings it first started with.
+   */
+  async #refreshSpecs(): Promise<void> {
+    for (const supervisor of this.#subtrees.values()) {
+      for (const child of supervisor.childHandles) {
+        if (!this.#plan.actors.some(actor => actor.id === child.id)) continue
+        supervisor.updateChild(child.id, { args: (await this.#spec(child.id)).args })
+      }
     }
   }
 
