@@ -8,6 +8,7 @@ import { drainBench } from './drain.js'
 import { formatTable, type BenchResult } from './harness.js'
 import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
+import { recordThroughput } from './record.js'
 import { reloadBench } from './reload.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
@@ -26,7 +27,11 @@ const benches: Bench[] = [
   { names: ['tell_tput_pool', 'tell_tput_pool_vs_piscina'], run: tellThroughput },
   { names: ['tell_tput_same_thread'], run: sameThread },
   { names: ['kv_put_tput_actor', 'kv_get_tput_actor', 'kv_put_tput_actor_per_ask', 'kv_get_tput_actor_per_ask'], run: kvStoreThroughput },
-  { names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_unrecorded', 'http_chat_rps_hop_floor', 'http_chat_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'], run: rounds => httpThroughput(rounds) },
+  { names: ['record_tput', 'record_cpu_us', 'record_tput_1m_vs_empty'], run: recordThroughput },
+  {
+    names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_sync', 'http_chat_rps_unrecorded', 'http_chat_rps_hop_floor', 'http_chat_overhead_p50_ms', 'http_chat_sync_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'],
+    run: rounds => httpThroughput(rounds),
+  },
   { names: ['wf_run_tput'], run: workflowRunThroughput },
   { names: ['wf_http_run_p50_ms', 'wf_http_run_overhead_p50_ms', 'wf_http_run_sync_floor_p50_ms'], run: workflowHttpLatency },
   { names: ['wf_resume_ms'], run: workflowResume },
