@@ -71,10 +71,12 @@ function gate(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve }
 }
 
+// One system for the file: a system per test cost a worker's start-up each.
+const system = await startSystem(t, { workers: 1 })
+
 const newFake = (): FakeTable => ({ rows: new Map(), refuse: new Set(), unavailable: 0, gate: undefined, writes: 0 })
 
 t.test('records written together share one write: a burst of 1000 takes a handful of transactions', async t => {
-  const system = await startSystem(t)
   const table = await system.spawn(tableStore, { placement: 'pool', args: { name: 'sql', config: { type: 'sql_lmdb', path: join(dir, 'burst'), map_size_mb: 64 } } })
   const store = await system.spawn(inferenceStore, { placement: 'main', args: { store: table, table: 'inference', settings: SETTINGS } })
   const ids = Array.from({ length: 1000 }, (_, i) => `chatcmpl-${String(i).padStart(4, '0')}`)
@@ -89,7 +91,6 @@ t.test('records written together share one write: a burst of 1000 takes a handfu
 })
 
 t.test('a row the store refuses is lost alone, loudly; the rest of its batch lands', async t => {
-  const system = await startSystem(t)
   const fake = newFake()
   fake.refuse.add('bad')
   const store = await withFake(system, fake, { writers: 1 })
@@ -107,7 +108,6 @@ t.test('a row the store refuses is lost alone, loudly; the rest of its batch lan
 })
 
 t.test('a store that is down is retried: no acknowledged record is lost', async t => {
-  const system = await startSystem(t)
   const fake = newFake()
   fake.unavailable = 2
   const store = await withFake(system, fake)
@@ -118,7 +118,6 @@ t.test('a store that is down is retried: no acknowledged record is lost', async 
 })
 
 t.test('a full queue holds the acknowledgement until there is room; nothing is dropped', async t => {
-  const system = await startSystem(t)
   const fake = newFake()
   const release = gate()
   fake.gate = release.promise
@@ -140,7 +139,6 @@ t.test('a full queue holds the acknowledgement until there is room; nothing is d
 })
 
 t.test('records wait a moment to share a commit, but never for a read', async t => {
-  const system = await startSystem(t)
   const fake = newFake()
   const store = await withFake(system, fake, { writers: 4 })
   for (const id of ['a', 'b', 'c']) await record(store, id)
@@ -155,7 +153,6 @@ t.test('records wait a moment to share a commit, but never for a read', async t 
 })
 
 t.test('stopping drains the queue into the store before the actor ends', async t => {
-  const system = await startSystem(t)
   const fake = newFake()
   const release = gate()
   fake.gate = release.promise

@@ -2,17 +2,14 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { fakeOpenAI } from '../../bench/fixtures/upstreams.js'
-import { tableStore } from '../../actors/stores/table-store.js'
-import type { RowPage, TableMessage } from '../../actors/stores/protocol.js'
-import type { ActorRef } from '../../src/index.js'
 import { cliStackConfig, freePort, startCli, type Running } from '../fixtures/cli-stack.js'
 import { tempDir } from '../fixtures/stack.js'
-import { startSystem } from '../fixtures/system.js'
 
 /**
- * What an answered chat completion survives, by `storage.stores.inference.write_mode`: the real
- * CLI in a child process under load, a signal, then a restart on the same data that lists the
- * store. `async` promises every record through a drain (SIGTERM); `sync` through `kill -9`.
+ * What an answered chat completion survives with `storage.stores.inference.write_mode: sync`:
+ * the real CLI in a child process under load, `kill -9`, then a restart on the same data that
+ * lists the store. (`async` promises every record through a drain: shutdown.test.ts shows it
+ * under SIGTERM and SIGINT with the default mode; what `kill -9` may cost it, the README says.)
  */
 
 const INFERENCE = 'inference: { backend: sql, table_name: completions }'
@@ -101,37 +98,10 @@ async function afterRestart(t: Parameters<typeof startCli>[0], file: string, ans
 const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
 t.teardown(() => upstream.close())
 
-t.test('write_mode async (the default), SIGTERM under load: exit 0, and every completion answered 200 is stored after a restart', async t => {
-  const { file } = await writeStack(t, upstream.url, undefined)
-  const { answered, code } = await signalUnderLoad(await startCli(t, file), 'SIGTERM', 200)
-  t.equal(code, 0, 'exits 0 after the drain')
-  const { stored, missing } = await afterRestart(t, file, answered)
-  t.same(missing, [], `all ${answered.length} answered are among the ${stored.size} stored`)
-})
-
 t.test('write_mode sync, kill -9 under load: every completion answered 200 is stored after a restart', async t => {
   const { file } = await writeStack(t, upstream.url, 'sync')
   const { answered, code } = await signalUnderLoad(await startCli(t, file), 'SIGKILL', 200)
   t.equal(code, null, 'killed, no exit code')
   const { stored, missing } = await afterRestart(t, file, answered)
   t.same(missing, [], `all ${answered.length} answered are among the ${stored.size} stored`)
-})
-
-t.test('write_mode async, kill -9 under load: what the window loses, for the record', async t => {
-  const { file, dir } = await writeStack(t, upstream.url, 'async')
-  const { answered, code } = await signalUnderLoad(await startCli(t, file), 'SIGKILL', 200)
-  t.equal(code, null, 'killed, no exit code')
-  // Only a count, so the table is read in this process: cheaper than a restart of the stack.
-  const system = await startSystem(t, { workers: 0 })
-  const sql = (await system.spawn(tableStore, { placement: 'main', args: { name: 'sql', config: { type: 'sql_lmdb', path: `${dir}/sql`, map_size_mb: 1024 } } })) as ActorRef<TableMessage>
-  const stored = new Set<string>()
-  let cursor: string | null = null
-  do {
-    const page: RowPage = await sql.ask<RowPage>({ type: 'fetchAll', table: 'completions', limit: 1000, ...(cursor === null ? {} : { cursor }) })
-    for (const row of page.rows) stored.add(row['id'] as string)
-    cursor = page.cursor
-  } while (cursor !== null)
-  const missing = answered.filter(id => !stored.has(id))
-  t.comment(`async + kill -9: ${missing.length} of ${answered.length} answered completions were lost (${stored.size} stored)`)
-  t.ok(stored.size > 0, 'the store opens after the kill and holds what was committed')
 })
