@@ -200,9 +200,10 @@ export class ApiServer {
   async rebind(port: number, host: string, tls?: TlsFiles): Promise<string> {
     if (this.#draining) throw closingError(port, host)
     const current = this.#listener
-    if (current.isAt(port, host)) return current.replaceTls(tls)
+    if (current.isAt(port, host) && current.canReplaceTls(tls)) return current.replaceTls(tls)
     const next = new Listener(tls, this.#serveRequest)
-    await next.bind(port, host)
+    if (current.isAt(port, host)) await this.#switchInPlace(current, next, port, host)
+    else await next.bind(port, host)
     if (this.#draining) {
       // close() began while this bound, and does not know it: nothing was accepted on it yet.
       void next.stopIntake()
@@ -216,6 +217,31 @@ export class ApiServer {
       this.#replaced.delete(current)
     })
     return next.url!
+  }
+
+  /**
+   * HTTP to HTTPS (or back), or client certificates on or off, at the address already served:
+   * the new socket cannot bind beside the old one, so the old one stops listening first, and
+   * connections made in the moment the new one takes to bind are refused. Its requests in
+   * flight finish as a move's do (rebind retires it). If the new one cannot bind, a listener
+   * with the old settings takes the address back, and the error is thrown.
+   */
+  async #switchInPlace(current: Listener, next: Listener, port: number, host: string): Promise<void> {
+    void current.stopIntake()
+    try {
+      await bindSoon(next, port, host)
+    } catch (error) {
+      const restored = new Listener(current.tls, this.#serveRequest)
+      await bindSoon(restored, port, host)
+      this.#listener = restored
+      this.#replaced.add(current)
+      const deadline = new Deadline(this.#settings.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS)
+      void current.retire(deadline.passed, shuttingDown('the server restarted its listener')).then(() => {
+        deadline.clear()
+        this.#replaced.delete(current)
+      })
+      throw error
+    }
   }
 
   /**
@@ -563,6 +589,21 @@ function shuttingDown(message: string): HttpError {
  * calls): that one counts a response as done once it has ended, not once it has been flushed,
  * and so destroys a connection still sending a large body to a slow client.
  */
+/**
+ * Binds, retrying for a moment while the address is still in use: a socket closed just before
+ * releases its port as its handle finishes closing, a tick or so later.
+ */
+async function bindSoon(listener: Listener, port: number, host: string): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await listener.bind(port, host)
+    } catch (error) {
+      if (!(error instanceof ListenError && error.code === 'EADDRINUSE') || attempt >= 20) throw error
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+  }
+}
+
 class Listener {
   readonly server: Server
   /** The same server, typed for what only HTTPS has; undefined for HTTP. */
@@ -642,17 +683,22 @@ class Listener {
    */
   replaceTls(tls: TlsFiles | undefined): string {
     const url = this.#bound!.url
-    const current = this.#tls
-    const https = this.#https
-    if (current === undefined && tls === undefined) return url
-    if (https === undefined || current === undefined || tls === undefined || (current.ca === undefined) !== (tls.ca === undefined)) {
-      const change = current === undefined ? 'from HTTP to HTTPS' : tls === undefined ? 'from HTTPS to HTTP' : tls.ca === undefined ? 'off client certificates' : 'to client certificates'
-      const address = url.slice(url.indexOf('//') + 2)
-      throw new ListenError('EADDRINUSE', address, `cannot switch ${address} ${change} in place: a new listener cannot bind there while this one listens, and this one keeps serving`)
-    }
-    https.setSecureContext(tlsOptions(tls))
+    if (this.#tls === undefined && tls === undefined) return url
+    if (!this.canReplaceTls(tls)) throw new TypeError(`${url}: HTTP and HTTPS, or client certificates on and off, cannot be switched on a listening socket`)
+    this.#https!.setSecureContext(tlsOptions(tls!))
     this.#tls = tls
     return url
+  }
+
+  /** Whether replaceTls can apply `tls` here: new files for HTTPS staying HTTPS, client certificates staying as they are. */
+  canReplaceTls(tls: TlsFiles | undefined): boolean {
+    const current = this.#tls
+    if (current === undefined || tls === undefined) return current === tls
+    return this.#https !== undefined && (current.ca === undefined) === (tls.ca === undefined)
+  }
+
+  get tls(): TlsFiles | undefined {
+    return this.#tls
   }
 
   /** Stops accepting, tells the requests in flight to close their connections, and closes the idle ones. */

@@ -106,11 +106,14 @@ t.test('rebind: a port that is taken throws naming the address, and the old list
   t.equal((await send(`${url}/v1/version`)).status, 200, 'the old listener still serves')
 })
 
-t.test('rebind: moves to HTTPS on another port; switching scheme in place is refused', async t => {
+t.test('rebind: switches HTTP to HTTPS and back at the same address; moves to HTTPS on another port', async t => {
   const { api, url } = await startApi(t)
   const port = Number(new URL(url).port)
-  await t.rejects(api.rebind(port, '127.0.0.1', { cert, key }), { code: 'EADDRINUSE', message: /in place/ }, 'the same address cannot switch to HTTPS')
-  t.equal((await send(`${url}/v1/version`)).status, 200, 'and keeps serving HTTP')
+  const switched = await api.rebind(port, '127.0.0.1', { cert, key })
+  t.equal(switched, `https://127.0.0.1:${port}`, 'the same address now serves HTTPS')
+  t.equal((await send(`${switched}/v1/version`, { ca: cert })).status, 200)
+  t.equal(await api.rebind(port, '127.0.0.1'), url, 'and back to HTTP')
+  t.equal((await send(`${url}/v1/version`)).status, 200, 'serving HTTP again')
 
   const secure = await api.rebind(0, '127.0.0.1', { cert, key })
   t.match(secure, /^https:\/\/127\.0\.0\.1:\d+$/)

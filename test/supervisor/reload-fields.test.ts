@@ -72,8 +72,6 @@ const PENDING = new Set([
 // Promises found not to hold: each is asserted, and reported as todo until it does.
 const PROVIDER_MODULE_BUG =
   'nothing reads providers[].module: resolveProviders picks the behaviour by provider_type alone, so a change of module replaces the provider with the same built-in implementation, and a module that does not exist is accepted'
-const TLS_IN_PLACE_BUG =
-  "at the same host and port, adding or removing server.tls or server.tls.cafile cannot be applied (ApiServer.rebind refuses to switch in place): the reload is partial, and every later reload retries it and is partial again, until the port changes too"
 
 const KV = 'store:kv'
 const SQL = 'store:sql'
@@ -918,9 +916,12 @@ const PROBES: Record<string, Probe> = {
   'server.tls': {
     async run(s, t) {
       const tls = { certfile: CERT, keyfile: KEY }
-      await s.change(t, 'tls added in place', d => set(d, 'server.tls', tls), { live: true, todo: TLS_IN_PLACE_BUG })
-      t.equal((await s.request('/v1/version')).status, 200, 'tls: the listener serves meanwhile')
-      await s.rewrite(t)
+      const before = new URL(s.stack.url)
+      await s.change(t, 'tls added in place', d => set(d, 'server.tls', tls), { live: true })
+      t.equal(s.stack.url, `https://127.0.0.1:${before.port}`, 'tls: the same address serves HTTPS')
+      t.match(await httpsGet(`${s.stack.url}/v1/version`, { ca: TRUSTED }), { status: 200 }, 'tls: switched in place')
+      await s.change(t, 'tls removed in place', d => unset(d, 'server.tls'), { live: true })
+      t.equal((await s.request('/v1/version')).status, 200, 'tls: removed in place, the same address serves HTTP again')
       const port = await freePort()
       await s.change(
         t,
@@ -956,8 +957,10 @@ const PROBES: Record<string, Probe> = {
   'server.tls.cafile': {
     async run(s, t) {
       await httpsOnNewPort(s, t, { certfile: CERT, keyfile: KEY })
-      await s.change(t, 'client certificates required in place', d => set(d, 'server.tls.cafile', CERT), { live: true, todo: TLS_IN_PLACE_BUG })
-      await s.rewrite(t)
+      await s.change(t, 'client certificates required in place', d => set(d, 'server.tls.cafile', CERT), { live: true })
+      await t.rejects(httpsGet(`${s.stack.url}/v1/version`, { ca: TRUSTED }), 'cafile: set in place, a client without a certificate is refused')
+      await s.change(t, 'client certificates no longer required, in place', d => unset(d, 'server.tls.cafile'), { live: true })
+      t.equal((await httpsGet(`${s.stack.url}/v1/version`, { ca: TRUSTED })).status, 200, 'cafile: unset in place, a client without one is served again')
       const port = await freePort()
       await s.change(
         t,
