@@ -28,7 +28,7 @@ import { measure, type BenchResult, type Subject } from './harness.js'
  *   store grows (rows keyed by time append; only the id index takes random inserts).
  */
 
-const RECORDS = 20_000
+const RECORDS = 50_000
 const WINDOW = 256
 const PREFILL = 1_000_000
 const TABLE = 'chat_completions'
