@@ -66,7 +66,7 @@ export const tableStore = defineBehavior(import.meta.url, 'tableStore', {
           spans.push(checked.length - before)
         }
         const counts = await state.backend.apply(checked, msg.durable === true)
-        if (counts.length === spans.length) return counts
+        if (spans.every(span => span === 1)) return counts
         let at = 0
         return spans.map(span => {
           let sum = 0

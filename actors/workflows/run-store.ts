@@ -210,24 +210,30 @@ export class RunStore {
 
   /** A new run's row, batched with this turn's writes: for a fresh run id only, which no row has. */
   writeRun(row: RunRow): Promise<number> {
-    return this.write(this.#put(this.runs, row as unknown as Record<string, unknown>, 'insert'))
+    return this.#put(this.runs, row as unknown as Record<string, unknown>, 'insert')
   }
 
   appendEvent(runId: string, event: RunEvent): Promise<number> {
-    return this.write(this.#put(this.events, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: event.at }, 'insert'))
+    return this.#put(this.events, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: event.at }, 'insert')
   }
 
   writeJournal(entry: JournalEntry): Promise<number> {
-    return this.write(this.#put(this.journal, entry as unknown as Record<string, unknown>, 'upsert'))
+    return this.#put(this.journal, entry as unknown as Record<string, unknown>, 'upsert')
   }
 
   appendInbox(runId: string, event: InboxEvent): Promise<number> {
-    return this.write(this.#put(this.inbox, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: Date.now() }, 'insert'))
+    return this.#put(this.inbox, { run_id: runId, seq: event.seq, type: event.type, value: event.value, at: Date.now() }, 'insert')
   }
 
-  /** A row checked and encoded here, once (putOp); a bad one throws before anything is queued. */
-  #put(table: string, row: Record<string, unknown>, mode: 'insert' | 'upsert'): WriteOp {
-    return putOp(this.#specs.get(table)!, row, mode)
+  /** A row checked and encoded here, once (putOp), and written; a bad one is refused (a rejection, as any write's) before anything is queued. */
+  #put(table: string, row: Record<string, unknown>, mode: 'insert' | 'upsert'): Promise<number> {
+    let op: WriteOp
+    try {
+      op = putOp(this.#specs.get(table)!, row, mode)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return this.write(op)
   }
 
   /**
