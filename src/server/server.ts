@@ -580,16 +580,6 @@ function shuttingDown(message: string): HttpError {
 }
 
 /**
- * One bound http(s) server and the requests it is serving. It is retired rather than closed:
- * it stops accepting, every response still to come says `Connection: close`, and connections
- * close as they fall idle, so keep-alive clients reconnect (to the new listener after a rebind)
- * instead of being cut mid-response; only at a deadline is what is left cut.
- *
- * Idle connections are closed here, not by node's closeIdleConnections (which http's close()
- * calls): that one counts a response as done once it has ended, not once it has been flushed,
- * and so destroys a connection still sending a large body to a slow client.
- */
-/**
  * Binds, retrying for a moment while the address is still in use: a socket closed just before
  * releases its port as its handle finishes closing, a tick or so later.
  */
@@ -604,6 +594,16 @@ async function bindSoon(listener: Listener, port: number, host: string): Promise
   }
 }
 
+/**
+ * One bound http(s) server and the requests it is serving. It is retired rather than closed:
+ * it stops accepting, every response still to come says `Connection: close`, and connections
+ * close as they fall idle, so keep-alive clients reconnect (to the new listener after a rebind)
+ * instead of being cut mid-response; only at a deadline is what is left cut.
+ *
+ * Idle connections are closed here, not by node's closeIdleConnections (which http's close()
+ * calls): that one counts a response as done once it has ended, not once it has been flushed,
+ * and so destroys a connection still sending a large body to a slow client.
+ */
 class Listener {
   readonly server: Server
   /** The same server, typed for what only HTTPS has; undefined for HTTP. */
