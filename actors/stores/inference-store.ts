@@ -45,9 +45,20 @@ export const inferenceStoreProtocol = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('list'),
     after: z.string().optional(),
-    limit: z.number().int().min(1).max(100).optional(),
+    limit: z.number().int().min(1).max(1000).optional(),
     order: z.enum(['asc', 'desc']).optional(),
     model: z.string().optional(),
+  }),
+  /**
+   * The input messages a completion was asked with, as OpenAI lists them: each with an id
+   * `<completion id>-<index>`, paged by `after` (a message id), oldest first unless `order`.
+   */
+  z.object({
+    type: z.literal('messages'),
+    id: z.string(),
+    after: z.string().optional(),
+    limit: z.number().int().min(1).max(100).optional(),
+    order: z.enum(['asc', 'desc']).optional(),
   }),
   /** The writer's queue and counters, the settings, and what retention removed: for inspection and tests. */
   z.object({ type: z.literal('stats') }),
@@ -96,6 +107,8 @@ interface State {
   readonly log: BehaviorContext<InferenceStoreMessage>['log']
   lastRecorded: number
   retention: { timer: NodeJS.Timeout | undefined; running: Promise<number> | undefined; removed: number }
+  /** The actor is stopping: no retention pass is scheduled after the one under way. */
+  stopping: boolean
 }
 
 const DEFAULT_LIMIT = 20
@@ -122,8 +135,8 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
     await args.store.ask({ type: 'createTable', table: spec })
     const { settings } = args
     const writer = new BatchWriter(args.store, { maxQueue: settings.maxQueue, writers: settings.writers, log: ctx.log })
-    const state: State = { args, spec, writer, settings, log: ctx.log, lastRecorded: 0, retention: { timer: undefined, running: undefined, removed: 0 } }
-    scheduleRetention(state, 0)
+    const state: State = { args, spec, writer, settings, log: ctx.log, lastRecorded: 0, retention: { timer: undefined, running: undefined, removed: 0 }, stopping: false }
+    startRetention(state)
     return state
   },
   receive(state, msg: InferenceStoreMessage) {
@@ -144,18 +157,21 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
         return state.writer.flush().then(() => fetch(state, msg.id))
       case 'list':
         return state.writer.flush().then(() => list(state, msg))
+      case 'messages':
+        return state.writer.flush().then(() => messages(state, msg))
       case 'stats':
         return { ...state.writer.stats(), writeMode: state.settings.writeMode, retention: state.settings.retention ?? null, removed: state.retention.removed } satisfies InferenceStats
       case 'configure':
         state.settings = msg.settings
         state.writer.configure({ maxQueue: msg.settings.maxQueue, writers: msg.settings.writers })
-        scheduleRetention(state, 0)
+        startRetention(state)
         return null
       case 'trim':
         return trim(state)
     }
   },
   async stop(state) {
+    state.stopping = true
     clearTimeout(state.retention.timer)
     state.retention.timer = undefined
     await state.retention.running
@@ -170,17 +186,26 @@ export interface InferenceStats extends BatchWriterStats {
   readonly removed: number
 }
 
-function scheduleRetention(state: State, delayMs: number): void {
+/**
+ * A retention pass now (registered before this returns, so a trim asked next joins it rather
+ * than racing it), then one every interval.
+ */
+function startRetention(state: State): void {
   clearTimeout(state.retention.timer)
   state.retention.timer = undefined
   if (state.settings.retention === undefined) return
-  state.retention.timer = setTimeout(() => {
-    state.retention.timer = undefined
-    trim(state)
-      .catch(error => state.log.error({ err: error }, 'removing old chat completions failed; retrying at the next interval'))
-      .finally(() => scheduleRetention(state, state.args.retentionIntervalMs ?? RETENTION_INTERVAL_MS))
-  }, delayMs)
-  state.retention.timer.unref()
+  runPass(state)
+}
+
+function runPass(state: State): void {
+  trim(state)
+    .catch(error => state.log.error({ err: error }, 'removing old chat completions failed; retrying at the next interval'))
+    .finally(() => {
+      if (state.settings.retention === undefined || state.stopping) return
+      clearTimeout(state.retention.timer)
+      state.retention.timer = setTimeout(() => runPass(state), state.args.retentionIntervalMs ?? RETENTION_INTERVAL_MS)
+      state.retention.timer.unref()
+    })
 }
 
 /**
@@ -221,6 +246,27 @@ async function fetch(state: State, id: string): Promise<StoredCompletion> {
   const row = await state.args.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.args.table, where: { id } })
   if (row === null) throw new ActorError('not_found', `no chat completion with id '${id}'`)
   return toStored(row)
+}
+
+export interface MessageList {
+  readonly object: 'list'
+  readonly data: Array<Record<string, unknown> & { id: string }>
+  readonly first_id: string | null
+  readonly last_id: string | null
+  readonly has_more: boolean
+}
+
+async function messages(state: State, msg: Extract<InferenceStoreMessage, { type: 'messages' }>): Promise<MessageList> {
+  const stored = await fetch(state, msg.id)
+  const all = stored.input_messages.map((message, i) => ({ ...(message as Record<string, unknown>), id: `${msg.id}-${i}` }))
+  if (msg.order === 'desc') all.reverse()
+  let start = 0
+  if (msg.after !== undefined) {
+    start = all.findIndex(message => message.id === msg.after) + 1
+    if (start === 0) throw new ActorError('not_found', `after: chat completion '${msg.id}' has no message '${msg.after}'`)
+  }
+  const data = all.slice(start, start + (msg.limit ?? DEFAULT_LIMIT))
+  return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: start + data.length < all.length }
 }
 
 async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'list' }>): Promise<CompletionList> {
