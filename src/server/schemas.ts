@@ -70,3 +70,6 @@ export const listQuery = z.object({
   order: z.enum(['asc', 'desc']).optional(),
   model: z.string().min(1).optional(),
 })
+
+/** Stored chat completions list up to 1000 a page: llama-stack's clients and tests ask for that many. */
+export const completionListQuery = listQuery.extend({ limit: z.coerce.number().int().min(1).max(1000).optional() })

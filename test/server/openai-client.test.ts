@@ -99,6 +99,27 @@ t.test('stored chat completions: list (paginated with after) and retrieve', asyn
     'auto-pagination walks every page, oldest first',
   )
   t.equal(new Set(seen).size, seen.length, 'no completion appears twice')
+  t.ok((await client.chat.completions.list({ limit: 1000 })).data.length >= 3, 'a page of 1000, as llama-stack clients ask for')
+})
+
+t.test("stored chat completions: a completion's input messages, listed and paged as OpenAI lists them", async t => {
+  const messages = [
+    { role: 'system' as const, content: 'be brief' },
+    { role: 'user' as const, content: 'one' },
+    { role: 'user' as const, content: 'two' },
+  ]
+  const { id } = await client.chat.completions.create({ model: 'gpt', messages })
+  const all: Array<{ id: string; role: string; content: unknown }> = []
+  for await (const message of client.chat.completions.messages.list(id, { limit: 2 })) all.push(message as unknown as { id: string; role: string; content: unknown })
+  t.same(
+    all.map(m => [m.id, m.role, m.content]),
+    messages.map((m, i) => [`${id}-${i}`, m.role, m.content]),
+    'every message once, in order, with an id of its own, across pages of two',
+  )
+  const newest = await client.chat.completions.messages.list(id, { order: 'desc', limit: 1 })
+  t.match(newest, { data: [{ id: `${id}-2`, content: 'two' }] })
+  t.ok(newest.hasNextPage(), 'more after the newest')
+  await t.rejects(async () => await client.chat.completions.messages.list('chatcmpl-missing'), { status: 404, code: 'not_found' }, 'an unknown completion is a 404')
 })
 
 t.test('conversations and their items', async t => {
