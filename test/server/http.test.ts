@@ -43,7 +43,7 @@ t.test('bad bodies get 400 with a JSON error naming the field', async t => {
   t.match(noModel.body.error, { param: 'model' })
   const badTemperature = await call('POST', '/v1/chat/completions', chat('gpt', { temperature: 7 }))
   t.match(badTemperature.body.error, { param: 'temperature', message: /temperature/ })
-  const badLimit = await call('GET', '/v1/chat/completions?limit=1000')
+  const badLimit = await call('GET', '/v1/chat/completions?limit=1001')
   t.match(badLimit, { status: 400, body: { error: { param: 'limit' } } })
   const badMetadata = await call('POST', '/v1/conversations', { metadata: { k: 'v'.repeat(600) } })
   t.match(badMetadata, { status: 400, body: { error: { param: 'metadata.k', message: /at most 512/ } } })
