@@ -103,7 +103,7 @@ export const writeOp = z.discriminatedUnion('type', [
   z.object({ type: z.literal('update'), table: identifier, where, values: row }),
   z.object({ type: z.literal('delete'), table: identifier, where }),
   /**
-   * An insert or upsert of a row its producer already checked and encoded (encodeRow in
+   * An insert or upsert of a row its producer already checked and encoded (putOp in
    * table/rows.ts): `bytes` is the whole row as msgpack, `key` its primary key and indexed
    * columns. The store checks the key columns and the size, and writes the bytes as they are:
    * the row is encoded once, on the thread that made it, and never decoded on the way in.

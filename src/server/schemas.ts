@@ -73,3 +73,6 @@ export const listQuery = z.object({
 
 /** Stored chat completions list up to 1000 a page: llama-stack's clients and tests ask for that many. */
 export const completionListQuery = listQuery.extend({ limit: z.coerce.number().int().min(1).max(1000).optional() })
+
+/** A stored completion's input messages: paged as conversation items are, with no model to filter by. */
+export const messageListQuery = listQuery.omit({ model: true })

@@ -18,7 +18,7 @@ import { ServedRequest } from './served-request.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
 import { adminRoutes, type AdminHooks } from './routes/admin.js'
 import { WorkflowsApi } from './routes/workflows.js'
-import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, listQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
+import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, listQuery, messageListQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
 /**
  * What `configure` replaces while the server runs. It is always the whole set: a field left
@@ -422,7 +422,7 @@ export class ApiServer {
         path: '/v1/chat/completions/{completion_id}/messages',
         api: 'inference',
         handle: ({ params, query }) => {
-          const { after, limit, order } = validate(listQuery.omit({ model: true }), Object.fromEntries(query), 'query')
+          const { after, limit, order } = validate(messageListQuery, Object.fromEntries(query), 'query')
           return this.#inferenceStore().ask({ type: 'messages', id: params['completion_id']!, ...defined({ after, limit, order }) })
         },
       },
