@@ -20,9 +20,10 @@ interface Backend {
   readonly persistent: boolean
 }
 
+// The LMDB path has a dot in its last name: it is still the environment's directory, not a file.
 const backends: Backend[] = [
   { label: 'kv_memory', args: { name: 'mem', config: { type: 'kv_memory' } }, skip: undefined, persistent: false },
-  { label: 'kv_lmdb', args: { name: 'lmdb', config: { type: 'kv_lmdb', path: lmdbDir, map_size_mb: 256 } }, skip: undefined, persistent: true },
+  { label: 'kv_lmdb', args: { name: 'lmdb', config: { type: 'kv_lmdb', path: join(lmdbDir, 'data.lmdb'), map_size_mb: 256 } }, skip: undefined, persistent: true },
   { label: 'kv_redis', args: { name: 'redis', config: { type: 'kv_redis', url: REDIS_URL } }, skip: await unreachable('Redis', 6379), persistent: true },
   {
     label: 'kv_postgres',

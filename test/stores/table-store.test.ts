@@ -13,8 +13,9 @@ const lmdbDir = mkdtempSync(join(tmpdir(), 'troupe-sql-'))
 t.teardown(() => rmSync(lmdbDir, { recursive: true, force: true }))
 const postgresSkip = await unreachable('Postgres', 5432)
 
+// The LMDB path has a dot in its last name: it is still the environment's directory, not a file.
 const backends: Array<{ label: string; args: TableStoreArgs; skip: string | undefined }> = [
-  { label: 'sql_lmdb', args: { name: 'lmdb', config: { type: 'sql_lmdb', path: lmdbDir, map_size_mb: 256 } }, skip: undefined },
+  { label: 'sql_lmdb', args: { name: 'lmdb', config: { type: 'sql_lmdb', path: join(lmdbDir, 'data.lmdb'), map_size_mb: 256 } }, skip: undefined },
   { label: 'sql_postgres', args: { name: 'pg', config: { type: 'sql_postgres', ...POSTGRES } }, skip: postgresSkip },
 ]
 

@@ -12,7 +12,8 @@ import { PackedArray } from './packed.js'
  */
 export function openLmdbKv(path: string, mapSizeMb: number): KvBackend {
   mkdirSync(path, { recursive: true })
-  const db = open<Buffer, string>({ path, mapSize: mapSizeMb * 1024 * 1024, encoding: 'binary', compression: false })
+  // Always a directory, as the config documents it: lmdb-js would take a path with a dot (data/kv.lmdb) for a file.
+  const db = open<Buffer, string>({ path, noSubdir: false, mapSize: mapSizeMb * 1024 * 1024, encoding: 'binary', compression: false })
   const decode = (record: Buffer | undefined): Stored | undefined => {
     if (record === undefined || expired(record, Date.now())) return undefined
     return { bytes: record, offset: 8, expiresAt: record.readDoubleLE(0) }

@@ -24,7 +24,8 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
   mkdirSync(path, { recursive: true })
   // Rows a producer encoded (a `put`) are plain msgpack maps: read them back as objects, as
   // lmdb-js's own record encoding reads back, not as Maps.
-  const db = open<unknown, Key>({ path, mapSize: mapSizeMb * 1024 * 1024, compression: false, encoder: { mapsAsObjects: true } } as RootDatabaseOptionsWithPath)
+  // noSubdir: always a directory, as the config documents it (lmdb-js takes a path with a dot for a file).
+  const db = open<unknown, Key>({ path, noSubdir: false, mapSize: mapSizeMb * 1024 * 1024, compression: false, encoder: { mapsAsObjects: true } } as RootDatabaseOptionsWithPath)
   // lmdb-js's own msgpack encoder, which its typings leave off the database.
   const encoder = (db as unknown as { encoder: { encode(value: unknown): Uint8Array } }).encoder
 
