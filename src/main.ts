@@ -13,6 +13,8 @@ import { checkStackWithWorkflows, startStack, type RunningStack } from './superv
  *   troupe [start] --config stack.yaml   serve the stack: store actors, providers, routing, workflows, HTTP
  *   troupe validate --config stack.yaml  print every config error with its path (workflow modules
  *                                        are imported to check them); exit 1 if any
+ * With --strict, start and validate (and every reload after) refuse what troupe would otherwise
+ * skip with a warning: parts of a llama-stack config it does not serve, keys it does not know.
  *   troupe reload --config stack.yaml    ask the running server (found by the file's server address,
  *   troupe reload --url http://host:port or named by --url) to re-read its config; exit 1 if refused
  * A running server also reloads on SIGHUP and when its config file's content changes.
@@ -25,6 +27,7 @@ async function main(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       url: { type: 'string' },
       watch: { type: 'boolean', default: true },
+      strict: { type: 'boolean', default: false },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -34,7 +37,7 @@ async function main(argv: string[]): Promise<number> {
   const command = positionals[0] ?? 'start'
   if (values.help || !['start', 'validate', 'reload'].includes(command)) {
     process.stdout.write(
-      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch]\n       troupe validate --config stack.yaml\n       troupe reload (--config stack.yaml | --url URL)\n',
+      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch] [--strict]\n       troupe validate --config stack.yaml [--strict]\n       troupe reload (--config stack.yaml | --url URL)\n',
     )
     return values.help ? 0 : 2
   }
@@ -42,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
   let loaded: LoadedConfig | undefined
   if (values.config !== undefined) {
     try {
-      loaded = await loadConfigFile(values.config)
+      loaded = await loadConfigFile(values.config, process.env, { strict: values.strict === true })
       await checkStackWithWorkflows(loaded)
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
@@ -50,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`${error.source}: ${error.issues.length} error${error.issues.length === 1 ? '' : 's'}\n`)
       return 1
     }
-    for (const path of loaded.warnings) process.stderr.write(`warning: ${path}: unknown key, ignored\n`)
+    for (const warning of loaded.warnings) process.stderr.write(`warning: ${warning.path}: ${warning.message}\n`)
   }
   if (command === 'validate') {
     if (loaded === undefined) {
@@ -141,11 +144,12 @@ async function main(argv: string[]): Promise<number> {
 }
 
 
-function summarise({ config, source }: LoadedConfig): string {
+function summarise({ config, source, warnings }: LoadedConfig): string {
   const providers = Object.values(config.providers).reduce((n, list) => n + list.length, 0)
   const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`
   const stores = Object.values(config.storage.stores).filter(Boolean).length
-  return `${source}: valid (${count(providers, 'provider')}, ${count(Object.keys(config.storage.backends).length, 'backend')}, ${count(stores, 'store')}, ${count(config.registered_resources.models.length, 'model')}, ${count(config.workflows.length, 'workflow')})`
+  const warned = warnings.length === 0 ? '' : `, ${count(warnings.length, 'warning')}`
+  return `${source}: valid (${count(providers, 'provider')}, ${count(Object.keys(config.storage.backends).length, 'backend')}, ${count(stores, 'store')}, ${count(config.registered_resources.models.length, 'model')}, ${count(config.workflows.length, 'workflow')})${warned}`
 }
 
 main(process.argv.slice(2)).then(

@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls'
 import { Pool, errors, type Dispatcher } from 'undici'
 import { ActorError, type Cancellation } from '../../src/index.js'
 import type { ProviderHealth } from './inference/protocol.js'
@@ -15,7 +16,11 @@ export interface UpstreamOptions {
   readonly timeoutMs: number
   /** Keep-alive connections held open to the upstream. */
   readonly connections: number
+  /** How an https upstream is verified (`rejectUnauthorized: false` trusts any certificate), and the client certificate, if any. */
+  readonly tls?: UpstreamTls
 }
+
+export type UpstreamTls = Pick<ConnectionOptions, 'rejectUnauthorized' | 'ca' | 'cert' | 'key' | 'minVersion' | 'ciphers'>
 
 interface Call {
   readonly method: 'GET' | 'POST'
@@ -47,6 +52,7 @@ export class Upstream {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       connectTimeout: Math.min(options.timeoutMs, 10_000),
+      ...(options.tls === undefined ? {} : { connect: options.tls }),
     })
   }
 

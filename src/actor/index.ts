@@ -1,5 +1,5 @@
 export { ActorSystem, type ActorSystemOptions, type LogLevel } from './system.js'
-export { defineBehavior, type Behavior, type BehaviorContext, type BehaviorDefinition, type StopReason, type MessageOf, type ArgsOf } from './behavior.js'
+export { defineBehavior, isBehavior, type Behavior, type BehaviorContext, type BehaviorDefinition, type StopReason, type MessageOf, type ArgsOf } from './behavior.js'
 export { ActorRef, type AskOptions, type Cancellation, type StreamOptions } from './ref.js'
 export { CancelSource } from './cancel.js'
 export { ActorError, KERNEL_ERROR_CODES, type ActorErrorCode, type ActorErrorData, type KernelErrorCode } from './errors.js'

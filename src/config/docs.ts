@@ -22,6 +22,13 @@ is expanded, so the variables only it uses are not required.
 actor subtree is drained and restarted with the new config while the rest keeps serving. No
 field needs a process restart. Keys the schema does not know are reported as warnings.
 
+**llama-stack configs.** A llama-stack run config loads as it is: the APIs, provider types,
+stores, registered resources (other than models) and sections troupe does not serve are skipped
+with one warning each, naming the path, and so is a model whose provider is disabled or skipped.
+Provider ids are unique within an API. \`kv_sqlite\`/\`sql_sqlite\` backends are served by the LMDB
+store in \`<db_path>.lmdb\` (existing SQLite data is not read). With \`--strict\`, every skip and
+every unknown key is an error instead.
+
 In paths, \`<key>\` is any name you choose and \`[]\` is every item of a list.
 
 | field | type | default | reload | description |

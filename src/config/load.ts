@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { parseDocument } from 'yaml'
 import type { z } from 'zod'
-import { substituteEnv, type Env, type EnvProblem } from './env.js'
+import type { Env, EnvProblem } from './env.js'
 import { isPlainObject, unknownKeys } from './fields.js'
 import { checkReferences } from './references.js'
-import { stackConfigSchema, type StackConfig } from './schema.js'
+import { sqliteLmdbPath, stackConfigSchema, type StackConfig } from './schema.js'
+import { selectServed } from './served.js'
 
 const MAX_SYNTAX_ERRORS = 3
 
@@ -27,29 +28,41 @@ export class ConfigError extends Error {
   }
 }
 
+export interface LoadOptions {
+  /** Refuse, as errors, what troupe would otherwise skip or ignore with a warning (`--strict`). */
+  readonly strict?: boolean
+}
+
 export interface LoadedConfig {
   readonly config: StackConfig
-  /** Keys the schema does not know, by path: llama-stack ignores them silently, troupe says so. */
-  readonly warnings: readonly string[]
+  /**
+   * What troupe skips or ignores, one per item, by path: keys the schema does not know (llama-stack
+   * ignores them silently, troupe says so), parts of a llama-stack config it does not serve, and
+   * notes on what it serves differently (a SQLite backend). Under `strict` only the notes remain.
+   */
+  readonly warnings: readonly ConfigIssue[]
+  /** Whether it was loaded with --strict: a reload re-reads it the same way. */
+  readonly strict: boolean
   readonly source: string
   /** sha256 of the file's text, hex: a reload acts only when it changes (an editor's touch or rename is no change). */
   readonly sha256: string
-  /** For each API, the position in the file of each provider kept (disabled ones are dropped). */
+  /** For each API, the position in the file of each provider kept (disabled and skipped ones are dropped). */
   readonly providerIndexes: ReadonlyMap<string, readonly number[]>
 }
 
-export async function loadConfigFile(file: string, env: Env = process.env): Promise<LoadedConfig> {
+export async function loadConfigFile(file: string, env: Env = process.env, options: LoadOptions = {}): Promise<LoadedConfig> {
   let text: string
   try {
     text = await readFile(file, 'utf8')
   } catch (error) {
     throw new ConfigError([{ path: file, message: `cannot read: ${(error as Error).message}` }], file)
   }
-  return parseConfig(text, env, file)
+  return parseConfig(text, env, file, options)
 }
 
-/** Parses, substitutes env references, validates, and checks store references. */
-export function parseConfig(text: string, env: Env = process.env, source = 'stack.yaml'): LoadedConfig {
+/** Parses, keeps what troupe serves, substitutes env references, validates, and checks store references. */
+export function parseConfig(text: string, env: Env = process.env, source = 'stack.yaml', options: LoadOptions = {}): LoadedConfig {
+  const strict = options.strict === true
   const document = parseDocument(text, { prettyErrors: true })
   if (document.errors.length > 0) {
     // After the first few, YAML errors are nearly always consequences of the first.
@@ -65,52 +78,41 @@ export function parseConfig(text: string, env: Env = process.env, source = 'stac
   if (!isPlainObject(raw)) throw new ConfigError([{ path: source, message: 'the top level must be a mapping' }], source)
 
   const problems: EnvProblem[] = []
-  const { providers, indexes } = dropDisabledProviders(raw['providers'], env, problems)
-  const expanded = substituteEnv({ ...raw, providers: undefined }, env, '', problems) as Record<string, unknown>
-  expanded['providers'] = providers
-  const input = dropNulls(expanded)
+  const served = selectServed(raw, env, problems)
+  const { indexes, modelIndexes } = served
+  const input = dropNulls(served.input)
   if (input['providers'] === undefined) delete input['providers']
 
   const result = stackConfigSchema.safeParse(input)
   const issues: ConfigIssue[] = problems.map(p => ({ path: p.path, message: p.message }))
-  if (!result.success) issues.push(...result.error.issues.map(issue => toConfigIssue(issue, indexes)))
+  if (!result.success) issues.push(...result.error.issues.map(issue => toConfigIssue(issue, indexes, modelIndexes)))
   issues.push(...checkReferences(input, indexes))
+  const ignored = [
+    ...served.skipped.map(skip => ({ path: skip.path, message: `${skip.message}; ${strict ? 'refused under --strict' : 'skipped'}` })),
+    ...unknownKeys(input).map(path => ({ path: originalPath(path, indexes, modelIndexes), message: strict ? 'unknown key; refused under --strict' : 'unknown key, ignored' })),
+  ]
+  if (strict) issues.push(...ignored)
   if (issues.length > 0) throw new ConfigError(issues, source)
-  return { config: result.data!, warnings: unknownKeys(input).map(path => originalPath(path, indexes)), source, sha256: sha256Of(text), providerIndexes: indexes }
+  const config = result.data!
+  const warnings = [...(strict ? [] : ignored), ...servedDifferently(config)]
+  return { config, warnings, strict, source, sha256: sha256Of(text), providerIndexes: indexes }
+}
+
+/** Notes on what is served, but not as llama-stack serves it: a warning each, under --strict too. */
+function servedDifferently(config: StackConfig): ConfigIssue[] {
+  return Object.entries(config.storage.backends).flatMap(([name, backend]) =>
+    backend.type === 'kv_sqlite' || backend.type === 'sql_sqlite'
+      ? [
+          {
+            path: `storage.backends.${name}`,
+            message: `${backend.type} is served by troupe's embedded LMDB store at ${sqliteLmdbPath(backend.db_path)}; existing SQLite data in ${backend.db_path} is not read`,
+          },
+        ]
+      : [],
+  )
 }
 
 export const sha256Of = (text: string): string => createHash('sha256').update(text).digest('hex')
-
-/**
- * A provider whose provider_id resolves to empty or `__disabled__` is dropped before the rest of
- * it is expanded, so the variables only it needs are not required. `indexes` maps each kept
- * provider back to its position in the file, for error paths.
- */
-function dropDisabledProviders(value: unknown, env: Env, problems: EnvProblem[]): { providers: unknown; indexes: Map<string, number[]> } {
-  const indexes = new Map<string, number[]>()
-  if (!isPlainObject(value)) return { providers: value === undefined ? undefined : substituteEnv(value, env, 'providers', problems), indexes }
-  const providers: Record<string, unknown> = {}
-  for (const [api, list] of Object.entries(value)) {
-    if (!Array.isArray(list)) {
-      providers[api] = substituteEnv(list, env, `providers.${api}`, problems)
-      continue
-    }
-    const kept: unknown[] = []
-    const positions: number[] = []
-    list.forEach((entry, index) => {
-      const path = `providers.${api}[${index}]`
-      if (isPlainObject(entry)) {
-        const id = substituteEnv(entry['provider_id'], env, `${path}.provider_id`, problems)
-        if (id === null || id === '' || id === '__disabled__') return
-      }
-      kept.push(dropNulls(substituteEnv(entry, env, path, problems)))
-      positions.push(index)
-    })
-    providers[api] = kept
-    indexes.set(api, positions)
-  }
-  return { providers, indexes }
-}
 
 /** Null means unset, in YAML (`namespace: null`) and after substitution (`${env.X:=}`). */
 function dropNulls<T>(value: T): T {
@@ -119,19 +121,21 @@ function dropNulls<T>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => [k, dropNulls(v)])) as T
 }
 
-function toConfigIssue(issue: z.core.$ZodIssue, indexes: Map<string, number[]>): ConfigIssue {
-  const path = [...issue.path] as Array<string | number | symbol>
-  if (path[0] === 'providers' && typeof path[1] === 'string' && typeof path[2] === 'number') {
-    path[2] = indexes.get(path[1])?.[path[2]] ?? path[2]
-  }
-  return { path: formatPath(path) || '(top level)', message: issue.message }
+function toConfigIssue(issue: z.core.$ZodIssue, indexes: Map<string, number[]>, modelIndexes: readonly number[]): ConfigIssue {
+  return { path: originalPath(formatPath(issue.path), indexes, modelIndexes) || '(top level)', message: issue.message }
 }
 
-function originalPath(path: string, indexes: Map<string, number[]>): string {
-  return path.replace(/^providers\.([^.[]+)\[(\d+)\]/, (whole, api: string, at: string) => {
-    const original = indexes.get(api)?.[Number(at)]
-    return original === undefined ? whole : `providers.${api}[${original}]`
-  })
+/** A path in the config kept as the same path in the file: dropped and skipped list items moved the ones after them. */
+function originalPath(path: string, indexes: Map<string, number[]>, modelIndexes: readonly number[]): string {
+  return path
+    .replace(/^providers\.([^.[]+)\[(\d+)\]/, (whole, api: string, at: string) => {
+      const original = indexes.get(api)?.[Number(at)]
+      return original === undefined ? whole : `providers.${api}[${original}]`
+    })
+    .replace(/^registered_resources\.models\[(\d+)\]/, (whole, at: string) => {
+      const original = modelIndexes[Number(at)]
+      return original === undefined ? whole : `registered_resources.models[${original}]`
+    })
 }
 
 export function formatPath(path: ReadonlyArray<string | number | symbol>): string {

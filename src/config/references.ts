@@ -4,7 +4,7 @@ import { backendFamily, STORE_FAMILIES } from './schema.js'
 
 /**
  * Checks that span sections: every store names a backend that exists and is of the family it
- * needs, and provider ids are unique. They run on the substituted input whether or not the
+ * needs, and provider ids are unique within each API. They run on the substituted input whether or not the
  * field checks passed (zod skips refinements after a field fails), so that one run reports
  * every error.
  */
@@ -30,14 +30,15 @@ export function checkReferences(input: Record<string, unknown>, providerIndexes:
     }
   }
   const providers = isPlainObject(input['providers']) ? input['providers'] : {}
-  const seen = new Map<string, string>()
   for (const [api, list] of Object.entries(providers)) {
     if (!Array.isArray(list)) continue
+    // llama-stack scopes provider ids per API (its starter names `builtin` under several).
+    const seen = new Map<string, string>()
     list.forEach((provider: unknown, index) => {
       if (!isPlainObject(provider) || typeof provider['provider_id'] !== 'string') return
       const at = `providers.${api}[${providerIndexes.get(api)?.[index] ?? index}]`
       const other = seen.get(provider['provider_id'])
-      if (other !== undefined) issues.push({ path: `${at}.provider_id`, message: `provider_id '${provider['provider_id']}' is already used by ${other}` })
+      if (other !== undefined) issues.push({ path: `${at}.provider_id`, message: `provider_id '${provider['provider_id']}' is already used by ${other}.provider_id (ids are unique within an API)` })
       seen.set(provider['provider_id'], at)
     })
   }

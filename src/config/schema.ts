@@ -9,8 +9,8 @@ import { hot, restart } from './reload.js'
  * reload classes, the validator and docs/config.md all come from it.
  */
 
-const KV_BACKEND_TYPES = ['kv_lmdb', 'kv_redis', 'kv_postgres', 'kv_memory'] as const
-const SQL_BACKEND_TYPES = ['sql_lmdb', 'sql_postgres'] as const
+const KV_BACKEND_TYPES = ['kv_lmdb', 'kv_sqlite', 'kv_redis', 'kv_postgres', 'kv_memory'] as const
+const SQL_BACKEND_TYPES = ['sql_lmdb', 'sql_sqlite', 'sql_postgres'] as const
 export type KvBackendType = (typeof KV_BACKEND_TYPES)[number]
 export type SqlBackendType = (typeof SQL_BACKEND_TYPES)[number]
 export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
@@ -24,6 +24,17 @@ const DEFAULT_LEASE_MS = 15_000
 
 const lmdbPath = (family: string) => restart(z.string().min(1), `Directory of the LMDB environment for this ${family} backend; created if missing.`)
 const mapSize = restart(z.number().int().positive().default(1024), 'Largest size the LMDB environment may grow to, in MiB.')
+const sqlitePath = restart(
+  z.string().min(1),
+  "llama-stack's SQLite file. troupe serves the backend from an LMDB environment beside it, in the directory `<db_path>.lmdb` (created if missing), and does not read the SQLite file.",
+)
+
+/**
+ * Where troupe keeps the data of a llama-stack `kv_sqlite` / `sql_sqlite` backend: an LMDB
+ * environment in the directory `<db_path>.lmdb` beside the SQLite file, never the file itself,
+ * so that llama-stack can still open it.
+ */
+export const sqliteLmdbPath = (dbPath: string): string => `${dbPath}.lmdb`
 
 /** Postgres connection: either `url`, or host/port/db/user/password. */
 const postgresConnection = {
@@ -45,6 +56,16 @@ export const backendSchema = z.discriminatedUnion('type', [
   z.object({
     type: restart(z.literal('sql_lmdb'), 'Embedded table store on LMDB: no SQL engine, the same contract as sql_postgres.'),
     path: lmdbPath('table'),
+    map_size_mb: mapSize,
+  }),
+  z.object({
+    type: restart(z.literal('kv_sqlite'), "llama-stack's SQLite key-value store, served as a kv_lmdb backend in `<db_path>.lmdb`: existing SQLite data is not read."),
+    db_path: sqlitePath,
+    map_size_mb: mapSize,
+  }),
+  z.object({
+    type: restart(z.literal('sql_sqlite'), "llama-stack's SQLite table store, served as a sql_lmdb backend in `<db_path>.lmdb`: existing SQLite data is not read."),
+    db_path: sqlitePath,
     map_size_mb: mapSize,
   }),
   z.object({
@@ -99,7 +120,7 @@ const conversationsStoreRef = sqlStoreRef.extend({
 export const STORE_FAMILIES = { metadata: 'kv', sessions: 'kv', prompts: 'kv', inference: 'sql', conversations: 'sql', runs: 'sql' } as const
 
 const providerSchema = z.object({
-  provider_id: restart(z.string().min(1), 'Unique id of this provider; empty or `__disabled__` drops the provider.'),
+  provider_id: restart(z.string().min(1), 'Id of this provider, unique within its API (as in llama-stack); empty or `__disabled__` drops the provider.'),
   provider_type: restart(z.string().regex(/^(inline|remote)::[a-z0-9_.-]+$/, 'must look like inline::name or remote::name'), 'Which implementation serves it.'),
   config: restart(z.record(z.string(), z.unknown()).default({}), "The provider's own settings, validated by its provider type."),
   module: restart(z.string().optional(), 'Module of an external provider implementation.'),

@@ -1,8 +1,11 @@
-import type { z } from 'zod'
-import type { Behavior } from '../actor/index.js'
-import { ConfigError, formatPath, type ConfigIssue, type LoadedConfig } from '../config/index.js'
-import { ollamaConfigSchema, ollamaProvider } from '../../actors/providers/inference/ollama.js'
-import { openaiConfigSchema, openaiProvider } from '../../actors/providers/inference/openai.js'
+import { resolve as resolvePath } from 'node:path'
+import { z } from 'zod'
+import { isBehavior, type Behavior } from '../actor/index.js'
+import { ConfigError, formatPath, SERVED_PROVIDER_TYPES, type ConfigIssue, type LoadedConfig, type ServedProviderType } from '../config/index.js'
+import { ollamaProvider } from '../../actors/providers/inference/ollama.js'
+import { openaiProvider } from '../../actors/providers/inference/openai.js'
+import { importModule } from './modules.js'
+import { OPENAI_COMPATIBLE, ollamaLlamaStackConfigSchema, openAICompatibleConfigSchema, type OpenAICompatibleType } from './provider-configs.js'
 
 /** One provider implementation: what API it serves, how it is configured, what it needs. */
 export interface ProviderSpec {
@@ -17,24 +20,35 @@ export interface ProviderSpec {
   readonly behavior: Behavior
 }
 
-export const BUILTIN_PROVIDERS: readonly ProviderSpec[] = [
-  {
-    type: 'remote::openai',
-    api: 'inference',
-    description: 'Any OpenAI-compatible server: OpenAI, vLLM, llama.cpp server.',
-    configSchema: openaiConfigSchema,
-    dependsOn: [],
-    behavior: openaiProvider,
-  },
-  {
-    type: 'remote::ollama',
-    api: 'inference',
-    description: "Ollama's own API.",
-    configSchema: ollamaConfigSchema,
-    dependsOn: [],
-    behavior: ollamaProvider,
-  },
-]
+type BuiltinSpec = Omit<ProviderSpec, 'type' | 'api'>
+
+const openAICompatible = (type: OpenAICompatibleType): BuiltinSpec => ({
+  description: OPENAI_COMPATIBLE[type].description,
+  configSchema: openAICompatibleConfigSchema(type),
+  dependsOn: [],
+  behavior: openaiProvider,
+})
+
+/** One spec for each type troupe serves: the mapped type makes a missing or extra one a type error. */
+const BUILTIN_SPECS: { readonly [T in ServedProviderType]: BuiltinSpec } = {
+  'remote::openai': openAICompatible('remote::openai'),
+  'remote::ollama': { description: "Ollama's own API.", configSchema: ollamaLlamaStackConfigSchema, dependsOn: [], behavior: ollamaProvider },
+  'remote::vllm': openAICompatible('remote::vllm'),
+  'remote::together': openAICompatible('remote::together'),
+  'remote::fireworks': openAICompatible('remote::fireworks'),
+  'remote::groq': openAICompatible('remote::groq'),
+  'remote::cerebras': openAICompatible('remote::cerebras'),
+  'remote::sambanova': openAICompatible('remote::sambanova'),
+  'remote::nvidia': openAICompatible('remote::nvidia'),
+  'remote::azure': openAICompatible('remote::azure'),
+  'remote::llama-openai-compat': openAICompatible('remote::llama-openai-compat'),
+  'remote::runpod': openAICompatible('remote::runpod'),
+  'remote::llama-cpp-server': openAICompatible('remote::llama-cpp-server'),
+}
+
+export const BUILTIN_PROVIDERS: readonly ProviderSpec[] = Object.entries(SERVED_PROVIDER_TYPES).flatMap(([api, types]) =>
+  types.map((type: ServedProviderType): ProviderSpec => ({ type, api, ...BUILTIN_SPECS[type] })),
+)
 
 /** A configured provider, checked against its spec. */
 export interface ResolvedProvider {
@@ -53,23 +67,102 @@ export interface ProviderArgs {
   readonly config: unknown
 }
 
-/** The name a provider's actor is registered under. */
+/**
+ * The name a provider's actor is registered under. Ids are unique per API only (as in
+ * llama-stack); every API troupe runs providers for is the inference API, so the id alone names
+ * the actor. resolveProviders refuses a registry that would run two providers of one id.
+ */
 export const providerActorName = (providerId: string): string => `provider:${providerId}`
+
+/**
+ * An external provider implementation, from `providers[].module`: the module's behaviour (its
+ * default export, or its one exported behaviour), which must answer the provider protocol of
+ * its API (actors/providers/inference/protocol.ts), and the schema of its config when it
+ * exports one as `configSchema`.
+ */
+export interface ProviderModule {
+  readonly behavior: Behavior
+  readonly configSchema?: z.ZodType
+}
+
+/** A provider module as loaded: its implementation, or why it has none. */
+export type LoadedProviderModule = ProviderModule | { readonly problem: string }
+
+/**
+ * Imports the module of every provider that names one, by the provider's path in the file.
+ * Importing is the only way to know it holds a behaviour, hence async, and apart from
+ * resolveProviders, which reports each problem at the provider's `module` with the others.
+ */
+export async function loadProviderModules(loaded: LoadedConfig): Promise<Map<string, LoadedProviderModule>> {
+  const configFile = resolvePath(loaded.source)
+  const modules = new Map<string, LoadedProviderModule>()
+  for (const [api, list] of Object.entries(loaded.config.providers)) {
+    for (const [index, provider] of list.entries()) {
+      if (provider.module === undefined) continue
+      const path = providerPath(loaded, api, index)
+      const imported = await importModule(provider.module, configFile)
+      if ('problem' in imported) {
+        modules.set(path, imported)
+        continue
+      }
+      const exports = imported.module
+      const behaviours = Object.keys(exports).filter(key => isBehavior(exports[key]))
+      const chosen = isBehavior(exports['default']) ? 'default' : behaviours.length === 1 ? behaviours[0] : undefined
+      if (chosen === undefined) {
+        const message =
+          behaviours.length === 0
+            ? `${provider.module} exports no behaviour: export one made with defineBehavior, answering the ${api} provider protocol`
+            : `${provider.module} exports several behaviours (${behaviours.join(', ')}): make the provider's its default export`
+        modules.set(path, { problem: message })
+        continue
+      }
+      const schema = exports['configSchema']
+      const configSchema = schema instanceof z.ZodType ? schema : undefined
+      modules.set(path, { behavior: exports[chosen] as Behavior, ...(configSchema === undefined ? {} : { configSchema }) })
+    }
+  }
+  return modules
+}
+
+const providerPath = (loaded: LoadedConfig, api: string, index: number): string => `providers.${api}[${loaded.providerIndexes.get(api)?.[index] ?? index}]`
+
+/** A config troupe cannot check: a module provider of a type it does not know, without a configSchema export. */
+const ANY_CONFIG = z.record(z.string(), z.unknown())
 
 /**
  * Checks every configured provider against the registry (known type, the API it is listed
  * under, its own config schema) and orders them so each starts after the providers of the APIs
- * it depends on. Every problem is reported at once, with its path; a missing dependency or a
- * cycle names the providers involved.
+ * it depends on. A provider with a `module` runs that module's behaviour (`modules`, from
+ * loadProviderModules), under any type name; its config is checked by the module's schema,
+ * else by its type's if troupe knows the type. Every problem is reported at once, with its
+ * path; a missing dependency or a cycle names the providers involved.
  */
-export function resolveProviders(loaded: LoadedConfig, registry: readonly ProviderSpec[] = BUILTIN_PROVIDERS): ResolvedProvider[] {
+export function resolveProviders(loaded: LoadedConfig, registry: readonly ProviderSpec[] = BUILTIN_PROVIDERS, modules: ReadonlyMap<string, LoadedProviderModule> = new Map()): ResolvedProvider[] {
   const byType = new Map(registry.map(spec => [spec.type, spec]))
   const issues: ConfigIssue[] = []
   const resolved: ResolvedProvider[] = []
   for (const [api, list] of Object.entries(loaded.config.providers)) {
     list.forEach((provider, index) => {
-      const path = `providers.${api}[${loaded.providerIndexes.get(api)?.[index] ?? index}]`
-      const spec = byType.get(provider.provider_type)
+      const path = providerPath(loaded, api, index)
+      const builtin = byType.get(provider.provider_type)
+      let spec = builtin
+      if (provider.module !== undefined) {
+        const module = modules.get(path)
+        if (module === undefined || 'problem' in module) {
+          const message = module?.problem ?? `${provider.module} was not loaded: provider modules are imported when the whole stack is checked (checkStackWithWorkflows)`
+          issues.push({ path: `${path}.module`, message })
+          return
+        }
+        const known = builtin?.api === api ? builtin : undefined
+        spec = {
+          type: provider.provider_type,
+          api,
+          description: `${provider.provider_type} from ${provider.module}`,
+          configSchema: module.configSchema ?? known?.configSchema ?? ANY_CONFIG,
+          dependsOn: known?.dependsOn ?? [],
+          behavior: module.behavior,
+        }
+      }
       if (spec === undefined) {
         const known = registry.filter(s => s.api === api).map(s => s.type)
         issues.push({ path: `${path}.provider_type`, message: `unknown provider type '${provider.provider_type}' (for ${api}: ${known.length ? known.join(', ') : 'none'})` })
@@ -86,6 +179,14 @@ export function resolveProviders(loaded: LoadedConfig, registry: readonly Provid
       }
       resolved.push({ providerId: provider.provider_id, api, spec, config: parsed.data, path })
     })
+  }
+  const actors = new Map<string, ResolvedProvider>()
+  for (const provider of resolved) {
+    const other = actors.get(provider.providerId)
+    if (other !== undefined) {
+      issues.push({ path: `${provider.path}.provider_id`, message: `provider_id '${provider.providerId}' is also used by ${other.path} (${other.api}): providers that troupe runs, of whatever API, need ids of their own` })
+    }
+    actors.set(provider.providerId, provider)
   }
   if (issues.length > 0) throw new ConfigError(issues, loaded.source)
   return dependencyOrder(resolved, loaded.source)

@@ -1,5 +1,5 @@
 import type { ActorChildSpec } from '../actor/index.js'
-import { backendFamily, type BackendConfig } from '../config/index.js'
+import { backendFamily, sqliteLmdbPath, type BackendConfig } from '../config/index.js'
 import { kvStore, type KvStoreArgs } from '../../actors/stores/kv-store.js'
 import { tableStore, type TableStoreArgs } from '../../actors/stores/table-store.js'
 
@@ -14,7 +14,20 @@ export const storeActorName = (backend: string): string => `store:${backend}`
 /** The store actor of one backend: kv or table by the backend's family. */
 export function storeChildSpec(name: string, backend: BackendConfig, drainMs: number): ActorChildSpec {
   const common = { id: storeActorName(name), name: storeActorName(name), placement: 'pool' as const, restart: 'permanent' as const, shutdownMs: drainMs }
-  return backendFamily(backend.type) === 'kv'
-    ? { ...common, behavior: kvStore, args: { name, config: backend } as KvStoreArgs }
-    : { ...common, behavior: tableStore, args: { name, config: backend } as TableStoreArgs }
+  const served = servedBackend(backend)
+  return isKv(served)
+    ? { ...common, behavior: kvStore, args: { name, config: served } satisfies KvStoreArgs }
+    : { ...common, behavior: tableStore, args: { name, config: served } satisfies TableStoreArgs }
 }
+
+/**
+ * The backend as a store actor serves it: llama-stack's SQLite backends become LMDB ones beside
+ * their file (the config keeps its type, so that what is shown is what was written).
+ */
+export function servedBackend(backend: BackendConfig): Exclude<BackendConfig, { type: 'kv_sqlite' | 'sql_sqlite' }> {
+  if (backend.type !== 'kv_sqlite' && backend.type !== 'sql_sqlite') return backend
+  return { type: backend.type === 'kv_sqlite' ? 'kv_lmdb' : 'sql_lmdb', path: sqliteLmdbPath(backend.db_path), map_size_mb: backend.map_size_mb }
+}
+
+type ServedBackend = ReturnType<typeof servedBackend>
+const isKv = (backend: ServedBackend): backend is KvStoreArgs['config'] => backendFamily(backend.type) === 'kv'

@@ -1,13 +1,11 @@
-import { statSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { hostname } from 'node:os'
-import { dirname, isAbsolute, resolve as resolvePath } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { resolve as resolvePath } from 'node:path'
 import type { ActorChildSpec, ActorRef } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig, type StackConfig, type WorkflowConfig } from '../config/index.js'
 import { isWorkflow } from '../../actors/workflows/define.js'
 import type { WorkflowActorArgs } from '../../actors/workflows/protocol.js'
 import { workflowActor } from '../../actors/workflows/workflow-actor.js'
+import { importModule } from './modules.js'
 import type { ModelsMessage } from '../../actors/routing/models.js'
 import type { KvMessage, TableMessage } from '../../actors/stores/protocol.js'
 
@@ -55,14 +53,9 @@ export async function resolveWorkflows(loaded: LoadedConfig): Promise<ResolvedWo
 }
 
 async function loadEntry(workflow: WorkflowConfig, path: string, configFile: string): Promise<{ workflow: ResolvedWorkflow } | { issue: ConfigIssue }> {
-  const location = locateModule(workflow.module, configFile)
-  if ('problem' in location) return { issue: { path: `${path}.module`, message: `cannot load ${workflow.module}: ${location.problem}` } }
-  let module: Record<string, unknown>
-  try {
-    module = (await import(location.url)) as Record<string, unknown>
-  } catch (error) {
-    return { issue: { path: `${path}.module`, message: `cannot load ${workflow.module}: ${describeError(error)}` } }
-  }
+  const imported = await importModule(workflow.module, configFile)
+  if ('problem' in imported) return { issue: { path: `${path}.module`, message: imported.problem } }
+  const { module, url } = imported
   const value = module[workflow.export]
   if (!isWorkflow(value)) {
     const found = Object.keys(module).filter(key => isWorkflow(module[key]))
@@ -72,52 +65,7 @@ async function loadEntry(workflow: WorkflowConfig, path: string, configFile: str
         : `${workflow.module} exports '${workflow.export}', but it is not a workflow: make it with defineWorkflow${found.length > 0 ? ` (its workflows: ${found.join(', ')})` : ''}`
     return { issue: { path: `${path}.export`, message } }
   }
-  return { workflow: { name: workflow.name, url: location.url, exportName: workflow.export, config: workflow, path } }
-}
-
-/**
- * The URL of a workflow module. As in an import: `./`, `../`, an absolute path or a file: URL
- * is a file (relative to the config file's directory); anything else is a package specifier,
- * resolved from that directory's node_modules.
- */
-function locateModule(specifier: string, configFile: string): { url: string } | { problem: string } {
-  if (specifier.startsWith('file:')) return { url: specifier }
-  if (specifier.startsWith('./') || specifier.startsWith('../') || isAbsolute(specifier)) {
-    const file = resolvePath(dirname(configFile), specifier)
-    try {
-      statSync(file)
-    } catch (error) {
-      return { problem: `${(error as NodeJS.ErrnoException).code ?? describeError(error)} (${file})` }
-    }
-    return { url: pathToFileURL(file).href }
-  }
-  try {
-    // Node 20's import.meta.resolve cannot take a parent; require's resolution from the config's
-    // directory finds the same package (through its "exports" "require"/"default" conditions).
-    return { url: pathToFileURL(createRequire(configFile).resolve(specifier)).href }
-  } catch (error) {
-    // `workflows/a.js` reads as a package named 'workflows'; say so when such a file exists.
-    const asFile = resolvePath(dirname(configFile), specifier)
-    const hint = fileExists(asFile) ? `; for the file ${asFile}, write ./${specifier}` : ''
-    return { problem: `${describeError(error)}${hint}` }
-  }
-}
-
-function fileExists(file: string): boolean {
-  try {
-    return statSync(file).isFile()
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return false
-    throw error
-  }
-}
-
-/** An import failure in one line: its code, and its message's first line without the code repeated. */
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error)
-  const code = (error as NodeJS.ErrnoException).code
-  const line = error.message.split('\n')[0] ?? error.message
-  return code === undefined || line.includes(code) ? line : `${code}: ${line}`
+  return { workflow: { name: workflow.name, url, exportName: workflow.export, config: workflow, path } }
 }
 
 /** The actors every workflow actor is given: where runs and sessions are stored, and the models routing table. */

@@ -306,7 +306,7 @@ export class StackSupervisor {
     let loaded: LoadedConfig
     let checked: CheckedStackWithWorkflows
     try {
-      loaded = await loadConfigFile(this.#loaded.source)
+      loaded = await loadConfigFile(this.#loaded.source, process.env, { strict: this.#loaded.strict })
       checked = await checkStackWithWorkflows(loaded)
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error

@@ -3,7 +3,7 @@ import type { Logger } from 'pino'
 import type { ActorRef, ActorSystem } from '../actor/index.js'
 import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
 import type { ApiServer, TlsFiles } from '../server/server.js'
-import { resolveProviders, type ResolvedProvider } from '../stack/providers.js'
+import { loadProviderModules, resolveProviders, type LoadedProviderModule, type ResolvedProvider } from '../stack/providers.js'
 import { resolveWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
 import type { ModelsMessage } from '../../actors/routing/models.js'
 import { StackSupervisor, type ReloadReport, type ReloadTrigger, type StackOptions } from './stack-supervisor.js'
@@ -39,8 +39,8 @@ export interface CheckedStackWithWorkflows extends CheckedStack {
  * order, the models registered against them, server.auth and the server.tls files. Throws
  * ConfigError with every problem.
  */
-export function checkStack(loaded: LoadedConfig): CheckedStack {
-  const providers = resolveProviders(loaded)
+export function checkStack(loaded: LoadedConfig, modules: ReadonlyMap<string, LoadedProviderModule> = new Map()): CheckedStack {
+  const providers = resolveProviders(loaded, undefined, modules)
   const ids = new Set(providers.map(p => p.providerId))
   const issues: ConfigIssue[] = []
   loaded.config.registered_resources.models.forEach((model, index) => {
@@ -73,7 +73,7 @@ export async function checkStackWithWorkflows(loaded: LoadedConfig): Promise<Che
   }
   let checked: CheckedStack | undefined
   try {
-    checked = checkStack(loaded)
+    checked = checkStack(loaded, await loadProviderModules(loaded))
   } catch (error) {
     collect(error)
   }

@@ -37,7 +37,10 @@ troupe: { lease_ms: 999, node_id: '' }
 
 t.test('the placeholder workflow fields are gone: workflow_id and config are unknown keys', async t => {
   const { warnings } = parseConfig('workflows:\n  - { name: a, module: ./a.js, workflow_id: a, config: {} }\n', {}, 'test.yaml')
-  t.same(warnings, ['workflows[0].workflow_id', 'workflows[0].config'])
+  t.same(warnings, [
+    { path: 'workflows[0].workflow_id', message: 'unknown key, ignored' },
+    { path: 'workflows[0].config', message: 'unknown key, ignored' },
+  ])
 })
 
 t.test('workflow limits apply live; what loads the workflow, and the ownership settings, restart', async t => {

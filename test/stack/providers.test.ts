@@ -37,7 +37,7 @@ t.test('provider configs are checked by their type, with the path in the file', 
     - provider_id: wrong-api
       provider_type: remote::ollama
       config: { url: 'http://x:1', timeout_ms: -5 }
-  safety:
+  guardrails:
     - provider_id: misplaced
       provider_type: remote::openai
       config: { base_url: 'http://x' }
@@ -47,22 +47,22 @@ t.test('provider configs are checked by their type, with the path in the file', 
   const issues = issuesOf(() => resolveProviders(loaded))
   t.same(
     issues.map(i => i.path),
-    ['providers.inference[2].config.base_url', 'providers.inference[3].provider_type', 'providers.inference[4].config.timeout_ms', 'providers.safety[0].provider_type'],
+    ['providers.inference[2].config.base_url', 'providers.inference[3].provider_type', 'providers.inference[4].config.timeout_ms', 'providers.guardrails[0].provider_type'],
     'disabled providers keep the others at their file positions',
   )
   t.match(issues[0]!.message, /URL/i)
-  t.match(issues[1]!.message, /unknown provider type 'remote::olama' \(for inference: remote::openai, remote::ollama\)/)
-  t.match(issues[3]!.message, /serves the inference API, not safety/)
+  t.match(issues[1]!.message, /unknown provider type 'remote::olama' \(for inference: remote::openai, remote::ollama, remote::vllm, /)
+  t.match(issues[3]!.message, /serves the inference API, not guardrails/)
 })
 
 t.test('providers start after the providers of the APIs they depend on; cycles and gaps are named', async t => {
   const spec = (type: string, api: string, dependsOn: string[]): ProviderSpec => ({ type, api, dependsOn, description: type, configSchema: z.object({}), behavior: openaiProvider })
-  const registry = [...BUILTIN_PROVIDERS, spec('inline::agents', 'agents', ['inference', 'safety']), spec('inline::guard', 'safety', ['inference']), spec('inline::loop-a', 'a', ['b']), spec('inline::loop-b', 'b', ['a'])]
+  const registry = [...BUILTIN_PROVIDERS, spec('inline::planner', 'planning', ['inference', 'guarding']), spec('inline::guard', 'guarding', ['inference']), spec('inline::loop-a', 'a', ['b']), spec('inline::loop-b', 'b', ['a'])]
   const ordered = resolveProviders(
     parseConfig(
       providersYaml(`
-  agents: [{ provider_id: agent, provider_type: inline::agents }]
-  safety: [{ provider_id: guard, provider_type: inline::guard }]
+  planning: [{ provider_id: agent, provider_type: inline::planner }]
+  guarding: [{ provider_id: guard, provider_type: inline::guard }]
   inference: [{ provider_id: llm, provider_type: remote::ollama, config: { url: 'http://x:1' } }]
 `),
       {},
@@ -74,10 +74,10 @@ t.test('providers start after the providers of the APIs they depend on; cycles a
     ['llm', 'guard', 'agent'],
   )
 
-  const missing = issuesOf(() => resolveProviders(parseConfig(providersYaml(`  agents: [{ provider_id: agent, provider_type: inline::agents }]`), {}), registry))
+  const missing = issuesOf(() => resolveProviders(parseConfig(providersYaml(`  planning: [{ provider_id: agent, provider_type: inline::planner }]`), {}), registry))
   t.match(missing, [
-    { path: 'providers.agents[0]', message: /provider 'agent' \(inline::agents\) needs the inference API, which no provider serves/ },
-    { path: 'providers.agents[0]', message: /needs the safety API/ },
+    { path: 'providers.planning[0]', message: /provider 'agent' \(inline::planner\) needs the inference API, which no provider serves/ },
+    { path: 'providers.planning[0]', message: /needs the guarding API/ },
   ])
 
   const cycle = issuesOf(() =>

@@ -69,9 +69,6 @@ const PENDING = new Set([
   'storage.stores.conversations.write_mode',
 ])
 
-// Promises found not to hold: each is asserted, and reported as todo until it does.
-const PROVIDER_MODULE_BUG =
-  'nothing reads providers[].module: resolveProviders picks the behaviour by provider_type alone, so a change of module replaces the provider with the same built-in implementation, and a module that does not exist is accepted'
 
 const KV = 'store:kv'
 const SQL = 'store:sql'
@@ -587,7 +584,8 @@ const PROBES: Record<string, Probe> = {
       await s.change(t, 'the module unset', d => unset(d, 'providers.inference.fake-openai.module'), { replaced: ['provider:fake-openai'] })
       // The implementation comes from the module: one that is not there cannot be served.
       const missing = await s.attempt(d => set(d, 'providers.inference.fake-openai.module', join(s.dir, 'no-such-provider.js')))
-      t.equal(missing.result, 'invalid', 'module: a module that does not exist is refused', { todo: PROVIDER_MODULE_BUG })
+      t.equal(missing.result, 'invalid', 'module: a module that does not exist is refused')
+      t.match(missing.errors, [{ path: 'providers.inference[0].module', message: /cannot load .*no-such-provider\.js/ }])
       await s.rewrite(t)
     },
   },
@@ -626,6 +624,14 @@ const PROBES: Record<string, Probe> = {
       await s.change(t, "sql's map size changed", d => set(d, 'storage.backends.sql.map_size_mb', 512), { restarted: [SQL, INFERENCE, CONVERSATIONS, ...WORKFLOW_ACTORS] })
       await recordsCompletions(s, t, 'map_size_mb')
       await runsWorkflow(s, t, 'map_size_mb')
+    },
+  },
+  'storage.backends.<key>.db_path': {
+    async run(s, t) {
+      await s.change(t, 'a kv_sqlite backend added', d => set(d, 'storage.backends.lite', { type: 'kv_sqlite', db_path: join(s.dir, 'lite.db') }), { started: ['store:lite'] })
+      await s.change(t, 'its db_path moved', d => set(d, 'storage.backends.lite.db_path', join(s.dir, 'moved.db')), { restarted: ['store:lite'] })
+      t.ok(existsSync(join(s.dir, 'moved.db.lmdb')), 'db_path: the backend opened its LMDB environment beside the new path')
+      await s.change(t, 'the backend removed', d => unset(d, 'storage.backends.lite'), { stopped: ['store:lite'] })
     },
   },
   'storage.backends.<key>.url': {

@@ -1,13 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
-import { ActorError, defineBehavior } from '../../../src/index.js'
+import { ActorError, defineBehavior, type Cancellation } from '../../../src/index.js'
 import { lines, Upstream } from '../upstream.js'
 import {
   inferenceProtocol,
   type ChatCompletion,
   type ChatCompletionChunk,
+  type ChatDelta,
   type ChatMessage,
+  type ChatRequest,
   type InferenceMessage,
+  type TextCompletion,
+  type ToolCallDelta,
   type UpstreamModel,
 } from './protocol.js'
 
@@ -15,6 +19,7 @@ export const ollamaConfigSchema = z.object({
   url: z.url({ protocol: /^https?$/ }).describe("Ollama's address, e.g. http://localhost:11434."),
   timeout_ms: z.number().int().positive().default(300_000).describe('How long to wait for headers, and between streamed chunks (model loads are slow).'),
   connections: z.number().int().positive().max(1024).default(16).describe('Keep-alive connections to Ollama.'),
+  refresh_models: z.boolean().default(false).describe('List every model Ollama serves in /v1/models, as provider_id/model.'),
 })
 export type OllamaConfig = z.infer<typeof ollamaConfigSchema>
 
@@ -37,6 +42,23 @@ interface OllamaChat {
   prompt_eval_count?: number
   eval_count?: number
   error?: string
+}
+
+/** A model as Ollama's /api/tags lists it (its context length and capabilities need /api/show, one call per model: not asked). */
+interface OllamaTag {
+  readonly name: string
+  readonly details?: { readonly family?: unknown; readonly families?: unknown; readonly parameter_size?: unknown; readonly quantization_level?: unknown } | null
+}
+
+function upstreamModel(model: OllamaTag): UpstreamModel {
+  const details = model.details ?? {}
+  const families = Array.isArray(details.families) ? details.families.filter((f): f is string => typeof f === 'string') : []
+  // Ollama's embedding models are BERT-family (nomic-bert, bert) or say so in their name.
+  const embedding = /embed/i.test(model.name) || families.some(f => /bert/i.test(f)) || (typeof details.family === 'string' && /bert/i.test(details.family))
+  const shown = Object.fromEntries(
+    (['family', 'parameter_size', 'quantization_level'] as const).filter(key => typeof details[key] === 'string').map(key => [key, details[key]]),
+  )
+  return { id: model.name, model_type: embedding ? 'embedding' : 'llm', ...(Object.keys(shown).length === 0 ? {} : { details: shown }) }
 }
 
 /**
@@ -91,49 +113,108 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
         }
       }
       case 'listModels': {
-        const tags = await upstream.json<{ models?: Array<{ name: string }> }>({ method: 'GET', path: '/api/tags', cancellation: ctx.cancellation })
-        return (tags.models ?? []).map((model): UpstreamModel => ({ id: model.name, model_type: /embed/i.test(model.name) ? 'embedding' : 'llm' }))
+        const tags = await upstream.json<{ models?: OllamaTag[] }>({ method: 'GET', path: '/api/tags', cancellation: ctx.cancellation })
+        return (Array.isArray(tags.models) ? tags.models : []).filter(model => typeof model?.name === 'string').map(upstreamModel)
       }
       case 'health':
         return upstream.probe('/api/tags', ctx.cancellation)
     }
   },
-  async *stream(state, msg: InferenceMessage, ctx) {
-    if (msg.type !== 'chat') throw new ActorError('bad_message', `provider '${state.providerId}' streams chat only, not ${msg.type}`)
-    const request = msg.request
-    const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), cancellation: ctx.cancellation })
-    const id = `chatcmpl-${randomUUID()}`
-    const created = nowSeconds()
-    const chunk = (delta: ChatCompletionChunk['choices'][0]['delta'], finish: string | null): ChatCompletionChunk => ({
-      id,
-      object: 'chat.completion.chunk',
-      created,
-      model: request.model,
-      choices: [{ index: 0, delta, finish_reason: finish }],
-    })
-    let first = true
-    for await (const line of lines(body)) {
-      if (line.trim() === '') continue
-      const part = parseLine(state.providerId, line)
-      if (part.message !== undefined && (part.message.content !== '' || part.message.tool_calls !== undefined || first)) {
-        const delta: ChatCompletionChunk['choices'][0]['delta'] = first ? { role: 'assistant', content: part.message.content } : { content: part.message.content }
-        if (part.message.tool_calls !== undefined) delta['tool_calls'] = part.message.tool_calls
-        yield chunk(delta, null)
-        first = false
-      }
-      if (part.done) {
-        const last = chunk({}, finishReason(part.done_reason))
-        if ((request['stream_options'] as { include_usage?: boolean } | undefined)?.include_usage === true) last.usage = usage(part)
-        yield last
-        return
-      }
-    }
-    throw new ActorError('upstream', `provider '${state.providerId}': the stream ended before Ollama said done`)
+  stream(state, msg: InferenceMessage, ctx) {
+    if (msg.type === 'chat') return streamChat(state, msg.request, ctx.cancellation)
+    if (msg.type === 'completion') return streamGenerate(state, msg.request, ctx.cancellation)
+    throw new ActorError('bad_message', `provider '${state.providerId}' streams chat and completion only, not ${msg.type}`)
   },
   async stop(state) {
     await state.upstream.close()
   },
 })
+
+/** A tool call as Ollama sends it: whole in one message, its arguments an object. */
+interface OllamaToolCall {
+  id?: string
+  function?: { name?: string; arguments?: unknown }
+}
+
+/** One NDJSON line of /api/generate. */
+interface OllamaGenerate {
+  response?: string
+  done: boolean
+  done_reason?: string
+  prompt_eval_count?: number
+  eval_count?: number
+  error?: string
+}
+
+/** /api/chat's NDJSON as chat.completion.chunks. */
+async function* streamChat(state: State, request: ChatRequest, cancellation: Cancellation): AsyncGenerator<ChatCompletionChunk> {
+  const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), cancellation })
+  const id = `chatcmpl-${randomUUID()}`
+  const created = nowSeconds()
+  const chunk = (delta: ChatDelta, finish: string | null): ChatCompletionChunk => ({ id, object: 'chat.completion.chunk', created, model: request.model, choices: [{ index: 0, delta, finish_reason: finish }] })
+  let first = true
+  let toolCalls = 0
+  for await (const line of lines(body)) {
+    if (line.trim() === '') continue
+    const part = parseLine<OllamaChat>(state.providerId, line)
+    const calls = part.message?.tool_calls as OllamaToolCall[] | undefined
+    if (part.message !== undefined && (part.message.content !== '' || calls !== undefined || first)) {
+      const delta: ChatDelta = first ? { role: 'assistant', content: part.message.content } : { content: part.message.content }
+      if (calls !== undefined) {
+        delta.tool_calls = toolCallDeltas(calls, toolCalls)
+        toolCalls += calls.length
+      }
+      yield chunk(delta, null)
+      first = false
+    }
+    if (part.done) {
+      // Ollama says `stop` after tool calls; OpenAI's clients look for `tool_calls`.
+      const last = chunk({}, toolCalls > 0 ? 'tool_calls' : finishReason(part.done_reason))
+      if (wantsUsage(request)) last.usage = usage(part)
+      yield last
+      return
+    }
+  }
+  throw new ActorError('upstream', `provider '${state.providerId}': the stream ended before Ollama said done`)
+}
+
+/** /api/generate's NDJSON as text_completion chunks, as OpenAI streams a completion. */
+async function* streamGenerate(state: State, request: { model: string } & Record<string, unknown>, cancellation: Cancellation): AsyncGenerator<TextCompletion> {
+  const upstreamBody = { model: request.model, prompt: promptText(request['prompt']), stream: true, options: options(request) }
+  const body = await state.upstream.body({ method: 'POST', path: '/api/generate', body: upstreamBody, cancellation })
+  const id = `cmpl-${randomUUID()}`
+  const created = nowSeconds()
+  const chunk = (text: string, finish: string | null): TextCompletion => ({ id, object: 'text_completion', created, model: request.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }] })
+  for await (const line of lines(body)) {
+    if (line.trim() === '') continue
+    const part = parseLine<OllamaGenerate>(state.providerId, line)
+    if (part.done) {
+      const last = chunk(part.response ?? '', finishReason(part.done_reason))
+      if (wantsUsage(request)) last.usage = usage(part)
+      yield last
+      return
+    }
+    if (part.response !== undefined && part.response !== '') yield chunk(part.response, null)
+  }
+  throw new ActorError('upstream', `provider '${state.providerId}': the stream ended before Ollama said done`)
+}
+
+/** OpenAI's shape of Ollama's tool calls, numbered on from `from` (the calls already streamed). */
+function toolCallDeltas(calls: OllamaToolCall[], from: number): ToolCallDelta[] {
+  return calls.map((call, i) => {
+    const args = call.function?.arguments
+    return {
+      index: from + i,
+      id: call.id ?? `call_${randomUUID()}`,
+      type: 'function',
+      function: { name: call.function?.name ?? '', arguments: typeof args === 'string' ? args : JSON.stringify(args ?? {}) },
+    }
+  })
+}
+
+function wantsUsage(request: Record<string, unknown>): boolean {
+  return (request['stream_options'] as { include_usage?: boolean } | null | undefined)?.include_usage === true
+}
 
 function chatBody(request: { model: string; messages: ChatMessage[] } & Record<string, unknown>, stream: boolean): Record<string, unknown> {
   const body: Record<string, unknown> = {
@@ -181,22 +262,27 @@ function promptText(content: unknown): string {
 }
 
 function chatCompletion(model: string, reply: OllamaChat): ChatCompletion {
+  const calls = reply.message?.tool_calls as OllamaToolCall[] | undefined
   const message: ChatCompletion['choices'][0]['message'] = { role: 'assistant', content: reply.message?.content ?? '' }
-  if (reply.message?.tool_calls !== undefined) message['tool_calls'] = reply.message.tool_calls
+  if (calls !== undefined && calls.length > 0) {
+    // OpenAI's shape, as the stream gives it: an id per call, arguments as a JSON string.
+    message['tool_calls'] = toolCallDeltas(calls, 0).map(({ index: _index, ...call }) => call)
+    if (message.content === '') message.content = null
+  }
   return {
     id: `chatcmpl-${randomUUID()}`,
     object: 'chat.completion',
     created: nowSeconds(),
     model,
-    choices: [{ index: 0, message, finish_reason: finishReason(reply.done_reason) }],
+    choices: [{ index: 0, message, finish_reason: calls !== undefined && calls.length > 0 ? 'tool_calls' : finishReason(reply.done_reason) }],
     usage: usage(reply),
   }
 }
 
-function parseLine(providerId: string, line: string): OllamaChat {
-  let part: OllamaChat
+function parseLine<T extends { error?: string }>(providerId: string, line: string): T {
+  let part: T
   try {
-    part = JSON.parse(line) as OllamaChat
+    part = JSON.parse(line) as T
   } catch {
     throw new ActorError('upstream', `provider '${providerId}': unreadable stream line: ${line.slice(0, 200)}`)
   }

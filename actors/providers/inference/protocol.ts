@@ -27,14 +27,52 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk'
   created: number
   model: string
-  choices: Array<{ index: number; delta: { role?: string; content?: string | null } & Record<string, unknown>; finish_reason: string | null }>
+  choices: Array<{ index: number; delta: ChatDelta; finish_reason: string | null; logprobs?: ChatLogprobs | null }>
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null
 }
 
-/** A model the upstream says it serves. */
+export type ChatDelta = { role?: string; content?: string | null; refusal?: string | null; tool_calls?: ToolCallDelta[] } & Record<string, unknown>
+
+/**
+ * One fragment of a streamed tool call. Fragments of one call share `index`; its first carries
+ * `id`, `type` and `function.name`, and `function.arguments` arrives in pieces to concatenate.
+ */
+export interface ToolCallDelta {
+  index: number
+  id?: string
+  type?: string
+  function?: { name?: string; arguments?: string }
+}
+
+/** A chat choice's log probabilities: a streamed chunk carries those of its own tokens. */
+export interface ChatLogprobs {
+  content?: unknown[] | null
+  refusal?: unknown[] | null
+}
+
+/**
+ * OpenAI's legacy completion. Streamed, every chunk is one of these too (`object` stays
+ * `text_completion`), each choice carrying its next piece of `text`.
+ */
+export interface TextCompletion {
+  id: string
+  object: 'text_completion'
+  created: number
+  model: string
+  choices: Array<{ index: number; text: string; finish_reason: string | null; logprobs: unknown } & Record<string, unknown>>
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null
+}
+
+/** A model the upstream says it serves, with what it reports of it (each field only when it does). */
 export interface UpstreamModel {
   readonly id: string
   readonly model_type: 'llm' | 'embedding'
+  readonly context_length?: number
+  readonly embedding_dimension?: number
+  /** What it can do, in the backend's words (Ollama's `completion`, `tools`, `vision`, …). */
+  readonly capabilities?: readonly string[]
+  /** Other facts worth showing: owner, family, parameter size, quantization. */
+  readonly details?: Readonly<Record<string, unknown>>
 }
 
 export type ProviderHealth = { status: 'ok' } | { status: 'unreachable'; message: string }
@@ -45,6 +83,7 @@ const chatRequest = z.object({ model: z.string(), messages: z.array(z.object({ r
 export const inferenceProtocol = z.discriminatedUnion('type', [
   /** Replies with a ChatCompletion; streamed (ref.stream), yields ChatCompletionChunks. */
   z.object({ type: z.literal('chat'), request: chatRequest }),
+  /** Replies with a TextCompletion; streamed (ref.stream), yields TextCompletion chunks. */
   z.object({ type: z.literal('completion'), request }),
   z.object({ type: z.literal('embeddings'), request }),
   /** What the upstream serves now: UpstreamModel[]. */
