@@ -89,9 +89,12 @@ async function loadInTurn<K extends string>(servers: Record<K, { url: string; bo
   return Object.fromEntries(sides.map(side => [side, total.get(side)!.requests / total.get(side)!.seconds])) as Record<K, number>
 }
 
-/** Latencies in ms of `count` sequential requests from a client in its own process, at µs resolution. */
-async function sequential(url: string, body: string, count: number): Promise<number[]> {
-  const { stdout } = await run(process.execPath, [fileURLToPath(fixture('sequential-client')), url, body, String(count)])
+/**
+ * Latencies in ms of `count` sequential requests from a client in its own process, at µs
+ * resolution: POSTs of `body`, or GETs when it is empty; each must answer `status`.
+ */
+async function sequential(url: string, body: string, count: number, status = 200): Promise<number[]> {
+  const { stdout } = await run(process.execPath, [fileURLToPath(fixture('sequential-client')), url, body, String(count), String(status)])
   return (JSON.parse(stdout) as { latencies: number[] }).latencies
 }
 
@@ -99,11 +102,11 @@ async function sequential(url: string, body: string, count: number): Promise<num
  * p50 latency of one request at a time through each server, measured in turn SLICES times each
  * and pooled, for the reason loadInTurn gives.
  */
-async function p50InTurn<K extends string>(servers: Record<K, { url: string; body: string }>): Promise<Record<K, number>> {
+export async function p50InTurn<K extends string>(servers: Record<K, { url: string; body: string; status?: number }>, count = SEQUENTIAL): Promise<Record<K, number>> {
   const sides = Object.keys(servers) as K[]
   const all = new Map<K, number[]>(sides.map(side => [side, []]))
   for (let i = 0; i < SLICES; i++) {
-    for (const side of sides) all.get(side)!.push(...(await sequential(servers[side].url, servers[side].body, SEQUENTIAL)))
+    for (const side of sides) all.get(side)!.push(...(await sequential(servers[side].url, servers[side].body, count, servers[side].status)))
   }
   return Object.fromEntries(sides.map(side => [side, median(all.get(side)!)])) as Record<K, number>
 }

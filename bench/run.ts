@@ -9,6 +9,7 @@ import { formatTable, type BenchResult } from './harness.js'
 import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
 import { recordThroughput } from './record.js'
+import { reconcilerBench } from './reconciler.js'
 import { reloadBench } from './reload.js'
 import { sameThread } from './same-thread.js'
 import { tellThroughput } from './tell-throughput.js'
@@ -35,6 +36,7 @@ const benches: Bench[] = [
   { names: ['wf_run_tput'], run: workflowRunThroughput },
   { names: ['wf_http_run_p50_ms', 'wf_http_run_overhead_p50_ms', 'wf_http_run_sync_floor_p50_ms'], run: workflowHttpLatency },
   { names: ['wf_resume_ms'], run: workflowResume },
+  { names: ['models_list_p50_us', 'models_list_hanging_vs_answering', 'circuit_open_503_p50_ms'], run: reconcilerBench },
   { names: ['reload_hot_ms', 'reload_hot_failed_requests', 'reload_provider_ms'], run: reloadBench },
   { names: ['drain_ms_n1', 'drain_ms_n16', 'drain_ms_n64'], run: drainBench },
 ]

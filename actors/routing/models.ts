@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ActorError, defineBehavior, type ActorRef, type BehaviorContext, type Cancellation } from '../../src/index.js'
-import type { InferenceMessage, ProviderHealth } from '../providers/inference/protocol.js'
+import type { InferenceMessage } from '../providers/inference/protocol.js'
+import type { ServedModel } from '../../src/stack/model-cache.js'
 import { KvClient } from '../stores/kv-client.js'
 import type { KvMessage } from '../stores/protocol.js'
 import { nextSequence } from '../stores/sequence.js'
@@ -36,6 +37,25 @@ export interface ModelListing {
   /** Grows with every change, across restarts too: of two listings, the higher version is newer. */
   readonly version: number
   readonly models: readonly Model[]
+  /** What the reconciler last found of each provider; empty until its first cycle. */
+  readonly runtime: Readonly<Record<string, ProviderAvailability>>
+}
+
+/**
+ * A provider as routing needs to know it, published by the reconciler (src/stack/reconciler.ts)
+ * after each cycle: whether it answers, whether requests to it are refused for now (its circuit
+ * breaker is open), and what it serves.
+ */
+export interface ProviderAvailability {
+  readonly state: 'unknown' | 'reachable' | 'unreachable'
+  /** Why it is unreachable, for errors and model metadata. */
+  readonly reason?: string
+  /** Until when (ms since the epoch) requests to it are refused with provider_unavailable; 0 when they are not. */
+  readonly refuseUntil: number
+  /** `refresh_models` in its config: what it serves is listed in /v1/models as provider_id/model. */
+  readonly refreshModels: boolean
+  /** What it served at its last listing; absent if it never answered one. */
+  readonly models?: readonly ServedModel[]
 }
 
 export interface ProviderEntry {
@@ -45,29 +65,28 @@ export interface ProviderEntry {
   readonly ref: ActorRef<InferenceMessage>
 }
 
-export interface ProviderStatus {
-  readonly provider_id: string
-  readonly provider_type: string
-  readonly api: string
-  readonly health: ProviderHealth
-}
-
 const request = z.object({ model: z.string() }).loose()
 
 export const modelsProtocol = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('register'), model: modelInput }),
+  /**
+   * Registers a model. A model id registered already with other fields is refused (`conflict`)
+   * unless `replace`, as the config does when a declared model changes; with the same fields it
+   * is a no-op that answers the model.
+   */
+  z.object({ type: z.literal('register'), model: modelInput, replace: z.boolean().optional() }),
+  /** Answers the model removed, or null when none had that id. */
   z.object({ type: z.literal('unregister'), model_id: z.string() }),
   z.object({ type: z.literal('get'), model_id: z.string() }),
   /** The registry: a ModelListing. */
   z.object({ type: z.literal('list') }),
   /** Streams a ModelListing now and after each change; a consumer that lags gets the latest only. Ends when the table stops. */
   z.object({ type: z.literal('watch') }),
-  /** Inference, routed by `request.model`; `chat` also streams. */
+  /** Inference, routed by `request.model`; `chat` and `completion` also stream. */
   z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }) }),
   z.object({ type: z.literal('completion'), request }),
   z.object({ type: z.literal('embeddings'), request }),
-  /** Every provider with its health: ProviderStatus[]. */
-  z.object({ type: z.literal('providers') }),
+  /** The reconciler's summary of every provider (a tell): listed, and routed by. */
+  z.object({ type: z.literal('runtime'), providers: z.record(z.string(), z.custom<ProviderAvailability>(value => typeof (value as ProviderAvailability | null)?.state === 'string', 'must be a provider availability')) }),
   /** The providers to route to, replacing the current set: a reload that added or removed one. */
   z.object({ type: z.literal('setProviders'), providers: z.array(z.custom<ProviderEntry>(entry => typeof (entry as ProviderEntry | null)?.providerId === 'string', 'must be a provider entry')) }),
 ])
@@ -88,11 +107,13 @@ interface State {
   /** Watch streams waiting for the next change: each is woken once, then taken off. */
   readonly watchers: Set<() => void>
   providers: ReadonlyMap<string, ProviderEntry>
+  runtime: Readonly<Record<string, ProviderAvailability>>
+  /** `runtime` as JSON: a summary that did not change is no change. */
+  runtimeJson: string
   readonly kv: KvClient | undefined
 }
 
 const MODEL_PREFIX = 'models/'
-const HEALTH_TIMEOUT_MS = 5000
 /** Inference is bounded by each provider's upstream timeout, not by the default ask timeout. */
 const INFERENCE = { timeoutMs: Infinity } as const
 
@@ -109,14 +130,15 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
         else ctx.log.warn({ model: value.identifier, provider: value.provider_id }, 'a registered model names a provider that is no longer configured; not served')
       }
     }
-    const state: State = { models, version: nextSequence(0), listing: undefined, watchers: new Set(), providers, kv }
-    for (const model of args.models) await register(state, model)
+    const state: State = { models, version: nextSequence(0), listing: undefined, watchers: new Set(), providers, runtime: {}, runtimeJson: '{}', kv }
+    // The config is the truth for the models it declares: they replace what the store holds.
+    for (const model of args.models) await register(state, model, true)
     return state
   },
   receive(state, msg: ModelsMessage, ctx) {
     switch (msg.type) {
       case 'register':
-        return register(state, msg.model)
+        return register(state, msg.model, msg.replace === true)
       case 'unregister':
         return unregister(state, msg.model_id)
       case 'get':
@@ -129,15 +151,14 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
       case 'completion':
       case 'embeddings':
         return forward(state, msg, ctx)
-      case 'providers':
-        return Promise.all(
-          [...state.providers.values()].map(async ({ providerId, providerType, api, ref }): Promise<ProviderStatus> => {
-            const health = await ref.ask<ProviderHealth>({ type: 'health' }, { timeoutMs: HEALTH_TIMEOUT_MS }).catch(
-              (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: `provider actor: ${error.code}: ${error.message}` }),
-            )
-            return { provider_id: providerId, provider_type: providerType, api, health }
-          }),
-        )
+      case 'runtime': {
+        const json = JSON.stringify(msg.providers)
+        if (json === state.runtimeJson) return null
+        state.runtime = msg.providers
+        state.runtimeJson = json
+        changed(state)
+        return null
+      }
       case 'setProviders':
         state.providers = new Map(msg.providers.map(p => [p.providerId, p]))
         changed(state) // watchers route with their own copy of the providers: tell them to look again
@@ -146,12 +167,12 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   },
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type === 'watch') return yield* watch(state, ctx)
-    if (msg.type !== 'chat') throw new ActorError('bad_message', `the models routing table streams chat and watch only, not ${msg.type}`)
-    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm'), ctx.cancellation)
+    if (msg.type !== 'chat' && msg.type !== 'completion') throw new ActorError('bad_message', `the models routing table streams chat, completion and watch only, not ${msg.type}`)
+    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm', state.runtime), msg.type, ctx.cancellation)
   },
 })
 
-async function register(state: State, input: ModelInput): Promise<Model> {
+async function register(state: State, input: ModelInput, replace: boolean): Promise<Model> {
   if (!state.providers.has(input.provider_id)) {
     throw new ActorError('unknown_provider', `model '${input.model_id}' names provider '${input.provider_id}', which is not configured (configured: ${[...state.providers.keys()].join(', ') || 'none'})`)
   }
@@ -162,6 +183,13 @@ async function register(state: State, input: ModelInput): Promise<Model> {
     model_type: input.model_type ?? 'llm',
     metadata: input.metadata ?? {},
   }
+  const existing = state.models.get(model.identifier)
+  if (existing !== undefined && !replace) {
+    const differing = (['provider_id', 'provider_model_id', 'model_type', 'metadata'] as const).filter(field => JSON.stringify(existing[field]) !== JSON.stringify(model[field]))
+    if (differing.length === 0) return existing
+    const shown = differing.map(field => `${field} (registered: ${JSON.stringify(existing[field])}, given: ${JSON.stringify(model[field])})`).join(', ')
+    throw new ActorError('conflict', `model '${model.identifier}' is registered already with other fields: ${shown}; unregister it first to change it`, { param: differing[0] })
+  }
   // Durable first: a registration is acknowledged only once the registry has it.
   await state.kv?.set(MODEL_PREFIX + model.identifier, model)
   state.models.set(model.identifier, model)
@@ -169,16 +197,17 @@ async function register(state: State, input: ModelInput): Promise<Model> {
   return model
 }
 
-async function unregister(state: State, modelId: string): Promise<boolean> {
-  if (!state.models.has(modelId)) return false
+async function unregister(state: State, modelId: string): Promise<Model | null> {
+  const model = state.models.get(modelId)
+  if (model === undefined) return null
   await state.kv?.delete(MODEL_PREFIX + modelId)
   state.models.delete(modelId)
   changed(state)
-  return true
+  return model
 }
 
 function listingOf(state: State): ModelListing {
-  return (state.listing ??= Object.freeze({ version: state.version, models: Object.freeze([...state.models.values()]) }))
+  return (state.listing ??= Object.freeze({ version: state.version, models: Object.freeze([...state.models.values()]), runtime: state.runtime }))
 }
 
 function changed(state: State): void {
@@ -220,14 +249,23 @@ export interface Route {
 /**
  * The provider that serves `request.model` in this registry. Pure, so that a caller holding a
  * listing the table published (the HTTP server's watched copy) routes exactly as the table does.
+ * A provider whose circuit breaker is open (`runtime`) is refused at once, with
+ * `provider_unavailable` and how long to wait, rather than asked to time out again.
  */
-export function routeModel(models: ReadonlyMap<string, Model>, providers: ReadonlyMap<string, ProviderEntry>, request: { model: string }, needs: 'llm' | 'embedding'): Route {
+export function routeModel(
+  models: ReadonlyMap<string, Model>,
+  providers: ReadonlyMap<string, ProviderEntry>,
+  request: { model: string },
+  needs: 'llm' | 'embedding',
+  runtime: Readonly<Record<string, ProviderAvailability>>,
+): Route {
   const id = request.model
   const registered = models.get(id)
   if (registered !== undefined) {
     const provider = providers.get(registered.provider_id)
     if (provider === undefined) throw new ActorError('model_not_found', `model '${id}' names provider '${registered.provider_id}', which is not configured`)
     if (registered.model_type !== needs) throw new ActorError('invalid_request', `model '${id}' is an ${registered.model_type} model; this endpoint needs an ${needs} model`)
+    refuseIfOpen(runtime[provider.providerId], id)
     return { provider, model: id, request: { ...request, model: registered.provider_model_id } }
   }
   const slash = id.indexOf('/')
@@ -235,11 +273,19 @@ export function routeModel(models: ReadonlyMap<string, Model>, providers: Readon
   if (provider === undefined || slash === id.length - 1) {
     throw new ActorError('model_not_found', `model '${id}' is not registered, and does not name a provider as provider_id/model (providers: ${[...providers.keys()].join(', ') || 'none'})`)
   }
+  refuseIfOpen(runtime[provider.providerId], id)
   return { provider, model: id, request: { ...request, model: id.slice(slash + 1) } }
 }
 
+function refuseIfOpen(availability: ProviderAvailability | undefined, model: string): void {
+  if (availability === undefined || availability.refuseUntil === 0) return
+  const waitMs = availability.refuseUntil - Date.now()
+  if (waitMs <= 0) return
+  throw new ActorError('provider_unavailable', `model '${model}': ${availability.reason ?? 'its provider is unreachable'}`, { retryAfterS: Math.ceil(waitMs / 1000) })
+}
+
 function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
-  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm'), msg.type, ctx.cancellation)
+  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm', state.runtime), msg.type, ctx.cancellation)
 }
 
 /** Asks the route's provider, and names the model in its reply as it was asked for. */
@@ -249,9 +295,9 @@ export async function askRoute<R extends { model?: string }>(route: Route, type:
   return reply
 }
 
-/** Streams a chat from the route's provider, each chunk naming the model as it was asked for. */
-export async function* streamRoute<C extends { model?: string }>(route: Route, cancellation: Cancellation): AsyncGenerator<C> {
-  for await (const chunk of route.provider.ref.stream<C>({ type: 'chat', request: route.request } as InferenceMessage, { cancellation })) {
+/** Streams a chat or a completion from the route's provider, each chunk naming the model as it was asked for. */
+export async function* streamRoute<C extends { model?: string }>(route: Route, type: 'chat' | 'completion', cancellation: Cancellation): AsyncGenerator<C> {
+  for await (const chunk of route.provider.ref.stream<C>({ type, request: route.request } as InferenceMessage, { cancellation })) {
     chunk.model = route.model
     yield chunk
   }

@@ -19,6 +19,7 @@ export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
 const port = z.number().int().min(1).max(65535)
 /** The default request body limit: 10 MiB. */
 const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+const RECONCILER_DEFAULTS = { interval_ms: 30_000, timeout_ms: 5_000, cache_ttl_ms: 30_000, failure_threshold: 3, backoff_ms: 2_000, max_backoff_ms: 60_000 }
 /** Long enough that a busy event loop does not lose a lease, short enough that a dead owner's runs resume soon. */
 const DEFAULT_LEASE_MS = 15_000
 
@@ -233,11 +234,23 @@ export const stackConfigSchema = z
           ),
           lease_ms: restart(z.number().int().min(1000).default(DEFAULT_LEASE_MS), "How long a workflow run's lease lasts unrenewed; after that another owner may claim and resume the run."),
           reconciler: hot(
-            z.object({ interval_ms: hot(z.number().int().positive().default(30_000), 'How often declared backends are compared with what they serve.') }).default({ interval_ms: 30_000 }),
-            'The runtime-state reconciler.',
+            z
+              .object({
+                interval_ms: hot(z.number().int().positive().default(30_000), 'How often every provider is asked what it serves, in the background.'),
+                timeout_ms: hot(z.number().int().positive().default(5_000), "How long one provider's answer may take before it counts as a failure; the others are not held up by it."),
+                cache_ttl_ms: hot(
+                  z.number().int().min(0).default(30_000),
+                  "How long a provider's model list is reused when a check was started by an event about another provider (a model registered, a restart); the periodic check always asks.",
+                ),
+                failure_threshold: hot(z.number().int().positive().default(3), "Failed checks in a row that open a provider's circuit breaker: its models are then refused at once (503 provider_unavailable)."),
+                backoff_ms: hot(z.number().int().positive().default(2_000), 'How long a breaker stays open the first time before one check is let through (half-open).'),
+                max_backoff_ms: hot(z.number().int().positive().default(60_000), 'The longest a breaker stays open: each failed half-open check doubles the wait, up to this.'),
+              })
+              .default(RECONCILER_DEFAULTS),
+            'The runtime-state reconciler: it compares the declared providers with what they serve.',
           ),
         })
-        .default({ drain_timeout_ms: 30_000, ask_timeout_ms: 30_000, lease_ms: DEFAULT_LEASE_MS, reconciler: { interval_ms: 30_000 } }),
+        .default({ drain_timeout_ms: 30_000, ask_timeout_ms: 30_000, lease_ms: DEFAULT_LEASE_MS, reconciler: RECONCILER_DEFAULTS }),
       "troupe's own runtime settings.",
     ),
   })

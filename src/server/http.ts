@@ -26,6 +26,7 @@ const STATUS_OF_CODE: Record<string, number> = {
   model_not_found: 404,
   unknown_workflow: 404,
   run_over: 409,
+  conflict: 409,
   rate_limit: 429,
   auth: 502,
   upstream: 502,
@@ -36,6 +37,7 @@ const STATUS_OF_CODE: Record<string, number> = {
   stopped: 503,
   no_such_actor: 503,
   backend_unavailable: 503,
+  provider_unavailable: 503,
   cancelled: 499,
 }
 
@@ -49,8 +51,14 @@ function errorType(status: number): string {
 
 export function toHttpError(error: unknown): HttpError {
   if (error instanceof HttpError) return error
-  if (error instanceof ActorError) return new HttpError(STATUS_OF_CODE[error.code] ?? 500, error.code, error.message, paramOf(error))
+  if (error instanceof ActorError) return new HttpError(STATUS_OF_CODE[error.code] ?? 500, error.code, error.message, paramOf(error), retryAfterOf(error))
   return new HttpError(500, 'internal', error instanceof Error ? error.message : String(error))
+}
+
+/** A Retry-After header when the rejection says how long to wait (`data.retryAfterS`, seconds). */
+function retryAfterOf(error: ActorError): Record<string, string> {
+  const seconds = (error.data as { retryAfterS?: unknown } | undefined)?.retryAfterS
+  return typeof seconds === 'number' && seconds > 0 ? { 'retry-after': String(Math.ceil(seconds)) } : {}
 }
 
 /** The field an actor's rejection names (`data.param`), as HTTP's `param`. */

@@ -1,14 +1,17 @@
 import type { Logger } from 'pino'
 import { CancelSource, type ActorRef } from '../actor/index.js'
-import type { Model, ModelListing, ModelsMessage } from '../../actors/routing/models.js'
+import type { Model, ModelListing, ModelsMessage, ProviderAvailability } from '../../actors/routing/models.js'
+import type { ServedModel } from '../stack/model-cache.js'
 
 /** GET /v1/models's body, as JSON with its length in bytes, and the listing version it shows. */
 export interface ServedModelList {
   readonly version: number
   readonly body: string
   readonly bytes: number
-  /** The same listing by model id, for routing. */
+  /** The registered models by id, for routing. */
   readonly byId: ReadonlyMap<string, Model>
+  /** The reconciler's summary of each provider, for routing and for model availability. */
+  readonly runtime: Readonly<Record<string, ProviderAvailability>>
 }
 
 /**
@@ -44,11 +47,11 @@ export class ModelList {
   }
 
   /**
-   * The registry by model id while the watch is live, else undefined (and the watch is started):
-   * the caller then routes through the table, which always has the current registry.
+   * The listing while the watch is live, else undefined (and the watch is started): the caller
+   * then routes through the table, which always has the current registry.
    */
-  registry(): ReadonlyMap<string, Model> | undefined {
-    if (this.#live) return this.#served!.byId
+  live(): ServedModelList | undefined {
+    if (this.#live) return this.#served
     this.#watch()
     return undefined
   }
@@ -68,9 +71,9 @@ export class ModelList {
   #keep(listing: ModelListing): ServedModelList {
     const served = this.#served
     if (served !== undefined && served.version >= listing.version) return served
-    const body = JSON.stringify({ object: 'list', data: listing.models.map(openAiModel) })
     const byId = new Map(listing.models.map(model => [model.identifier, model]))
-    return (this.#served = { version: listing.version, body, bytes: Buffer.byteLength(body), byId })
+    const body = JSON.stringify({ object: 'list', data: listedModels(listing, byId) })
+    return (this.#served = { version: listing.version, body, bytes: Buffer.byteLength(body), byId, runtime: listing.runtime })
   }
 
   #watch(): void {
@@ -93,8 +96,31 @@ export class ModelList {
   }
 }
 
-/** A model as OpenAI's API shows it, plus where it is served from. */
-export function openAiModel(model: Model): Record<string, unknown> {
+/**
+ * What GET /v1/models lists: the registered models, then, for each provider with
+ * `refresh_models`, every model it served at its last check as `provider_id/model` (unless a
+ * registered model has that id already).
+ */
+function listedModels(listing: ModelListing, byId: ReadonlyMap<string, Model>): Array<Record<string, unknown>> {
+  const data = listing.models.map(model => openAiModel(model, listing.runtime[model.provider_id]))
+  for (const [providerId, availability] of Object.entries(listing.runtime)) {
+    if (!availability.refreshModels) continue
+    for (const served of availability.models ?? []) {
+      const id = `${providerId}/${served.id}`
+      if (!byId.has(id)) data.push(servedModelView(providerId, served.id, availability))
+    }
+  }
+  return data
+}
+
+/**
+ * A model as OpenAI's API shows it, with llama-stack's `custom_metadata` (provider_id,
+ * provider_resource_id, model_type: its test helpers read them) and whether its provider serves
+ * it now: `available` is null until the reconciler has checked, and false with
+ * `unavailable_reason` when the provider is unreachable or does not list the model.
+ */
+export function openAiModel(model: Model, availability: ProviderAvailability | undefined): Record<string, unknown> {
+  const served = servedBy(availability, model.provider_model_id)
   return {
     id: model.identifier,
     object: 'model',
@@ -104,5 +130,55 @@ export function openAiModel(model: Model): Record<string, unknown> {
     provider_model_id: model.provider_model_id,
     model_type: model.model_type,
     metadata: model.metadata,
+    custom_metadata: { ...reported(served), ...model.metadata, provider_id: model.provider_id, provider_resource_id: model.provider_model_id, model_type: model.model_type },
+    ...availabilityOf(model.provider_id, model.provider_model_id, availability, served),
   }
+}
+
+/**
+ * `provider_id/model`, which routes to that provider without registration: shown from what the
+ * provider last listed (its type, context length, …) when it listed it.
+ */
+export function servedModelView(providerId: string, providerModelId: string, availability: ProviderAvailability | undefined): Record<string, unknown> {
+  const served = servedBy(availability, providerModelId)
+  const modelType = served?.model_type ?? 'llm'
+  const metadata = reported(served)
+  return {
+    id: `${providerId}/${providerModelId}`,
+    object: 'model',
+    created: 0,
+    owned_by: providerId,
+    provider_id: providerId,
+    provider_model_id: providerModelId,
+    model_type: modelType,
+    metadata,
+    custom_metadata: { ...metadata, provider_id: providerId, provider_resource_id: providerModelId, model_type: modelType },
+    ...availabilityOf(providerId, providerModelId, availability, served),
+  }
+}
+
+/** The model in the provider's last listing; Ollama's `name:latest` answers for `name`. */
+function servedBy(availability: ProviderAvailability | undefined, id: string): ServedModel | undefined {
+  const models = availability?.models
+  if (models === undefined) return undefined
+  return models.find(m => m.id === id) ?? (id.includes(':') ? undefined : models.find(m => m.id === `${id}:latest`))
+}
+
+/** What the backend reported of a model, as metadata. */
+function reported(served: ServedModel | undefined): Record<string, unknown> {
+  if (served === undefined) return {}
+  const { context_length, embedding_dimension, capabilities, details } = served
+  return {
+    ...details,
+    ...(context_length === undefined ? {} : { context_length }),
+    ...(embedding_dimension === undefined ? {} : { embedding_dimension }),
+    ...(capabilities === undefined ? {} : { capabilities }),
+  }
+}
+
+function availabilityOf(providerId: string, modelId: string, availability: ProviderAvailability | undefined, served: ServedModel | undefined): { available: boolean | null; unavailable_reason?: string } {
+  if (availability === undefined || availability.state === 'unknown') return { available: null }
+  if (availability.state === 'unreachable') return { available: false, unavailable_reason: availability.reason ?? `provider '${providerId}' is unreachable` }
+  if (served !== undefined || availability.models === undefined) return { available: true }
+  return { available: false, unavailable_reason: `provider '${providerId}' does not serve '${modelId}': it is not among the ${availability.models.length} models it listed at its last check` }
 }

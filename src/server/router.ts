@@ -56,11 +56,19 @@ export class Router<R extends Routable> {
   }
 }
 
-/** A path's regex: `{name}` segments capture, everything else (a `.` in a deployment name) matches literally. */
+/**
+ * A path's regex: `{name}` captures one segment, `{name:path}` the rest of the path, slashes
+ * included (a model id `provider_id/model`, as llama-stack's routes take it); everything else (a
+ * `.` in a deployment name) matches literally.
+ */
 function patternOf(path: string): RegExp {
   const source = path
-    .split(/(\{\w+\})/)
-    .map(part => (/^\{\w+\}$/.test(part) ? `(?<${part.slice(1, -1)}>[^/]+)` : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
+    .split(/(\{\w+(?::path)?\})/)
+    .map(part => {
+      const param = /^\{(\w+)(:path)?\}$/.exec(part)
+      if (param === null) return part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')
+      return `(?<${param[1]}>${param[2] === undefined ? '[^/]+' : '.+'})`
+    })
     .join('')
   return new RegExp(`^${source}$`)
 }

@@ -3,14 +3,16 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
-import { actorNodes, type ActorRef, type ActorSystem } from '../actor/index.js'
+import { type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
-import { askRoute, routeModel, streamRoute, type Model, type ModelsMessage, type ProviderEntry, type ProviderStatus, type Route as ModelRoute } from '../../actors/routing/models.js'
-import type { ChatCompletion, ChatCompletionChunk } from '../../actors/providers/inference/protocol.js'
+import { askRoute, routeModel, streamRoute, type Model, type ModelsMessage, type ProviderEntry, type Route as ModelRoute } from '../../actors/routing/models.js'
+import type { ChatCompletion, ChatCompletionChunk, TextCompletion } from '../../actors/providers/inference/protocol.js'
 import { CompletionAssembler } from './completion-assembler.js'
-import { ModelList, openAiModel } from './model-list.js'
+import { ModelList, openAiModel, servedModelView } from './model-list.js'
+import type { ReconcilerMessage } from '../stack/reconciler.js'
+import { runtimeRoutes } from './routes/runtime.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
@@ -18,7 +20,7 @@ import { ServedRequest } from './served-request.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
 import { adminRoutes, type AdminHooks } from './routes/admin.js'
 import { WorkflowsApi } from './routes/workflows.js'
-import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, listQuery, messageListQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
+import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, inspectRoutesQuery, listQuery, messageListQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
 /**
  * What `configure` replaces while the server runs. It is always the whole set: a field left
@@ -48,6 +50,8 @@ export interface ServerServices {
    * without them it always goes through the table.
    */
   readonly providers?: ReadonlyMap<string, ProviderEntry> | undefined
+  /** Keeps what the providers serve: /v1/providers, /v1/health and /v1/inspect/runtime read its snapshot. */
+  readonly reconciler?: ActorRef<ReconcilerMessage> | undefined
   /** Absent when the config has no `storage.stores.inference`: completions are not recorded. */
   readonly inferenceStore?: ActorRef<InferenceStoreMessage> | undefined
   readonly conversations?: ActorRef<ConversationsMessage> | undefined
@@ -343,22 +347,22 @@ export class ApiServer {
   #buildRoutes(): Route[] {
     const { models } = this.#deps
     return [
-      { method: 'GET', path: '/v1/health', api: 'inspect', handle: ({ res }) => this.#health(res) },
       { method: 'GET', path: '/v1/version', api: 'inspect', handle: async () => ({ version: this.#deps.version, image_name: this.#settings.imageName }) },
-      { method: 'GET', path: '/v1/providers', api: 'providers', handle: async () => ({ data: await models.ask<ProviderStatus[]>({ type: 'providers' }) }) },
-      { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async () => ({ data: this.#routes.map(r => ({ method: r.method, route: r.path, api: r.api })) }) },
+      ...runtimeRoutes({
+        system: this.#deps.system,
+        reconciler: () => this.#services.reconciler,
+        providers: () => this.#services.providers,
+        models: () => this.#modelList.current(),
+      }),
+      { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async ({ query }) => ({ data: this.#listRoutes(validate(inspectRoutesQuery, Object.fromEntries(query), 'query').api_filter) }) },
       { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
       ...(this.#deps.admin === undefined ? [] : adminRoutes(this.#deps.admin)),
       { method: 'GET', path: '/v1/models', api: 'models', handle: ({ res }) => this.#listModels(res) },
       {
         method: 'GET',
-        path: '/v1/models/{model_id}',
+        path: '/v1/models/{model_id:path}',
         api: 'models',
-        handle: async ({ params }) => {
-          const model = await models.ask<Model | null>({ type: 'get', model_id: params['model_id']! })
-          if (model === null) throw new HttpError(404, 'model_not_found', `model '${params['model_id']}' is not registered`)
-          return openAiModel(model)
-        },
+        handle: async ({ params }) => this.#retrieveModel(params['model_id']!),
       },
       {
         method: 'POST',
@@ -366,17 +370,21 @@ export class ApiServer {
         api: 'models',
         handle: async request => {
           const model = await models.ask<Model>({ type: 'register', model: await this.#body(registerModelBody, request) })
-          await this.#modelList.refresh()
-          return openAiModel(model)
+          // What the provider serves is checked again now, so the model's availability shows soon.
+          this.#services.reconciler?.tell({ type: 'invalidate', reason: 'model_registered', provider_id: model.provider_id })
+          const served = await this.#modelList.refresh()
+          return openAiModel(model, served.runtime[model.provider_id])
         },
       },
       {
         method: 'DELETE',
-        path: '/v1/models/{model_id}',
+        path: '/v1/models/{model_id:path}',
         api: 'models',
         handle: async ({ params }) => {
           const id = params['model_id']!
-          if (!(await models.ask<boolean>({ type: 'unregister', model_id: id }))) throw new HttpError(404, 'model_not_found', `model '${id}' is not registered`)
+          const removed = await models.ask<Model | null>({ type: 'unregister', model_id: id })
+          if (removed === null) throw new HttpError(404, 'model_not_found', `model '${id}' is not registered`)
+          this.#services.reconciler?.tell({ type: 'invalidate', reason: 'model_unregistered', provider_id: removed.provider_id })
           await this.#modelList.refresh()
           return { id, object: 'model', deleted: true }
         },
@@ -387,10 +395,7 @@ export class ApiServer {
         path: '/v1/completions',
         api: 'inference',
         inference: true,
-        handle: async request => {
-          const body = await this.#body(completionBody, request)
-          return this.#infer('completion', body, this.#route(body, 'llm'), request)
-        },
+        handle: request => this.#completion(request),
       },
       {
         method: 'POST',
@@ -497,12 +502,26 @@ export class ApiServer {
     return store
   }
 
+  /**
+   * A registered model, or `provider_id/model` for a configured provider: whatever routes is
+   * retrievable, shown with whether its provider serves it now.
+   */
+  async #retrieveModel(id: string): Promise<Record<string, unknown>> {
+    const model = await this.#deps.models.ask<Model | null>({ type: 'get', model_id: id })
+    const served = await this.#modelList.current()
+    if (model !== null) return openAiModel(model, served.runtime[model.provider_id])
+    const slash = id.indexOf('/')
+    const providerId = id.slice(0, slash)
+    if (slash > 0 && slash < id.length - 1 && this.#services.providers?.has(providerId) === true) return servedModelView(providerId, id.slice(slash + 1), served.runtime[providerId])
+    throw new HttpError(404, 'model_not_found', `model '${id}' is not registered, and does not name a configured provider as provider_id/model`)
+  }
+
   /** The route from the watched registry; undefined while no watch is live, and the table routes. */
   #route(body: { model: string }, needs: 'llm' | 'embedding'): ModelRoute | undefined {
     const providers = this.#services.providers
     if (providers === undefined) return undefined
-    const registry = this.#modelList.registry()
-    return registry === undefined ? undefined : routeModel(registry, providers, body, needs)
+    const served = this.#modelList.live()
+    return served === undefined ? undefined : routeModel(served.byId, providers, body, needs, served.runtime)
   }
 
   /** An inference ask along `route`, or through the models routing table when there is none. */
@@ -519,28 +538,71 @@ export class ApiServer {
       await this.#record(completion, body)
       return completion
     }
-    const chunks =
-      route === undefined
-        ? this.#deps.models.stream<ChatCompletionChunk>({ type: 'chat', request: body }, { cancellation: request })
-        : streamRoute<ChatCompletionChunk>(route, request)
+    const assembled = new CompletionAssembler()
+    if (await this.#relay(request, this.#stream<ChatCompletionChunk>('chat', body, route, request), chunk => assembled.add(chunk))) {
+      const completion = assembled.completion()
+      if (completion !== undefined) await this.#record(completion, body)
+    }
+    return HANDLED
+  }
+
+  /** A legacy completion, whole or streamed. Unlike chat completions, none is recorded in the inference store. */
+  async #completion(request: Request): Promise<unknown> {
+    const body = await this.#body(completionBody, request)
+    const route = this.#route(body, 'llm')
+    if (body.stream !== true) return this.#infer<TextCompletion>('completion', body, route, request)
+    await this.#relay(request, this.#stream<TextCompletion>('completion', body, route, request))
+    return HANDLED
+  }
+
+  /** An inference stream along `route`, or through the models routing table when there is none. */
+  #stream<C extends { model?: string }>(type: 'chat' | 'completion', body: { model: string }, route: ModelRoute | undefined, request: Request): AsyncIterable<C> {
+    if (route === undefined) return this.#deps.models.stream<C>({ type, request: body } as ModelsMessage, { cancellation: request })
+    return streamRoute<C>(route, type, request)
+  }
+
+  /**
+   * Relays `chunks` to the client as server-sent events, passing each to `each` first. Nothing
+   * is sent before the first chunk, so a failure there rejects and is answered as a plain JSON
+   * error; after it, a failure ends the stream with an error frame. Resolves true once the
+   * stream has ended with [DONE], false when it failed part way.
+   */
+  async #relay<C>(request: Request, chunks: AsyncIterable<C>, each?: (chunk: C) => void): Promise<boolean> {
     const iterator = chunks[Symbol.asyncIterator]()
-    // Before the first chunk nothing is sent, so an early failure is still a plain JSON error.
     const first = await iterator.next()
     const sse = new SseWriter(request.res)
-    const assembled = new CompletionAssembler()
     try {
       for (let step = first; !step.done; step = await iterator.next()) {
-        assembled.add(step.value)
+        each?.(step.value)
         await sse.send(step.value)
       }
     } catch (error) {
       if (!request.cancelled) sse.fail(toHttpError(error))
-      return HANDLED
+      return false
     }
     sse.done()
-    const completion = assembled.completion()
-    if (completion !== undefined) await this.#record(completion, body)
-    return HANDLED
+    return true
+  }
+
+  /**
+   * llama-stack's route listing: each route with the types of the configured providers of its
+   * API, none for the APIs troupe serves itself (llama-stack lists none for its own too), and
+   * troupe's `api`. `apiFilter` is an API level: the level of a route is its path's first
+   * segment; one outside the versioned tree (the workflows protocol) is listed at every level,
+   * as llama-stack lists the routes of a router without a prefix. No route is deprecated, so
+   * `deprecated` lists none.
+   */
+  #listRoutes(apiFilter: 'v1' | 'v1alpha' | 'v1beta' | 'deprecated' | undefined): Array<{ route: string; method: string; provider_types: string[]; api: string }> {
+    if (apiFilter === 'deprecated') return []
+    const providerTypes = new Map<string, string[]>()
+    for (const { api, providerType } of this.#services.providers?.values() ?? []) providerTypes.set(api, [...(providerTypes.get(api) ?? []), providerType])
+    return this.#routes
+      .filter(route => {
+        if (apiFilter === undefined) return true
+        const level = /^\/(v1(?:alpha|beta)?)\//.exec(route.path)?.[1]
+        return level === undefined || level === apiFilter
+      })
+      .map(route => ({ route: route.path, method: route.method, provider_types: providerTypes.get(route.api) ?? [], api: route.api }))
   }
 
   /** Waits while the inference store's queue is full: that slows callers, it never drops a record. */
@@ -555,16 +617,6 @@ export class ApiServer {
   async #listModels(res: ServerResponse): Promise<typeof HANDLED> {
     const { body, bytes } = await this.#modelList.current()
     sendEncoded(res, 200, body, bytes)
-    return HANDLED
-  }
-
-  async #health(res: ServerResponse): Promise<unknown> {
-    const snapshot = await this.#deps.system.inspect()
-    const down = actorNodes(snapshot.root).filter(actor => actor.status !== 'running').map(actor => ({ id: actor.id, status: actor.status }))
-    const providers = down.length === 0 ? await this.#deps.models.ask<ProviderStatus[]>({ type: 'providers' }) : []
-    const unreachable = providers.filter(p => p.health.status !== 'ok').map(p => ({ provider_id: p.provider_id, message: p.health.status === 'ok' ? '' : p.health.message }))
-    const status = down.length > 0 ? 'down' : unreachable.length > 0 ? 'degraded' : 'ok'
-    sendJson(res, status === 'down' ? 503 : 200, { status, actors_down: down, unreachable_providers: unreachable })
     return HANDLED
   }
 }

@@ -11,7 +11,7 @@ import { workflowActorName } from './workflows.js'
  */
 
 /** The subtrees, in start order; they stop in reverse. */
-export const SUBTREES = ['stores', 'providers', 'apis', 'workflows'] as const
+export const SUBTREES = ['stores', 'providers', 'apis', 'runtime', 'workflows'] as const
 export type Subtree = (typeof SUBTREES)[number]
 
 /**
@@ -42,6 +42,7 @@ export interface StackPlan {
 export const ROUTING_TABLE = 'routing:models'
 export const INFERENCE_STORE = 'inference-store'
 export const CONVERSATIONS = 'conversations'
+export const RECONCILER = 'reconciler'
 
 /**
  * `providerOrder`: provider ids in dependency order (resolveProviders' order: a provider after
@@ -57,6 +58,9 @@ export function plan(config: StackConfig, providerOrder?: readonly string[]): St
     { id: ROUTING_TABLE, subtree: 'apis', dependsOn: storeOf(stores.metadata) },
     ...(stores.inference === undefined ? [] : [{ id: INFERENCE_STORE, subtree: 'apis' as const, dependsOn: storeOf(stores.inference) }]),
     ...(stores.conversations === undefined ? [] : [{ id: CONVERSATIONS, subtree: 'apis' as const, dependsOn: storeOf(stores.conversations) }]),
+    // It publishes to the routing table through the table's supervised ref, which outlives the
+    // table's restarts: no dependency, so a table restart does not reset every breaker.
+    { id: RECONCILER, subtree: 'runtime', dependsOn: [] },
     ...config.workflows.map(w => ({ id: workflowActorName(w.name), subtree: 'workflows' as const, dependsOn: [...new Set([...storeOf(stores.runs), ...storeOf(stores.sessions)])] })),
   ]
   return { actors }
@@ -99,8 +103,8 @@ export type FieldOwner =
   | 'store-users'
   /** The drain deadline: the server's, and every actor's shutdownMs, for the next stop or restart. */
   | 'drain'
-  /** Kept for a part that reads it when it runs: the reconciler, not built yet (reported as not applied). */
-  | 'read-on-use'
+  /** The reconciler's configure message: its interval, timeouts, cache TTL and breaker settings. */
+  | 'reconciler'
   /** ActorSystem.resizePool: threads start, or the least loaded retire, their actors moved. */
   | 'pool'
   /** Fixed when the process starts: reported as not applied. */
@@ -153,11 +157,11 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   'troupe.drain_timeout_ms': { owner: 'drain' },
   'troupe.node_id': { owner: 'workflows' },
   'troupe.lease_ms': { owner: 'workflows' },
-  'troupe.reconciler': { owner: 'read-on-use' },
+  'troupe.reconciler': { owner: 'reconciler' },
 }
 
 /** Owners that apply a change live; the others restart, replace or report. */
-export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'ask-timeout', 'log-redact', 'models', 'inference-queue', 'workflow-limits', 'read-on-use'])
+export const HOT_OWNERS: ReadonlySet<FieldOwner> = new Set(['server', 'drain', 'log-level', 'ask-timeout', 'log-redact', 'models', 'inference-queue', 'workflow-limits', 'reconciler'])
 
 /** The rule for a schema path: its longest listed prefix's. */
 export function ownerOfField(schemaPath: string): OwnerRule | undefined {

@@ -3,9 +3,12 @@ import { actorNodes, type ActorChildSpec, type ActorRef, type ActorSystem, type 
 import { ConfigError, diffConfig, loadConfigFile, sameValue, type ConfigChange, type ConfigIssue, type LoadedConfig, type StackConfig } from '../config/index.js'
 import { ApiServer, type ServerSettings } from '../server/server.js'
 import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
-import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, ROUTING_TABLE, SUBTREES, subtreeSpec, type FieldOwner, type ReloadPlan, type StackPlan, type Subtree } from '../stack/plan.js'
+import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, RECONCILER, ROUTING_TABLE, SUBTREES, subtreeSpec, type FieldOwner, type ReloadPlan, type StackPlan, type Subtree } from '../stack/plan.js'
 import { providerActorName, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
 import { storeActorName, storeChildSpec } from '../stack/stores.js'
+import { providerFingerprint } from '../stack/model-cache.js'
+import { maskSecrets } from '../stack/provider-secrets.js'
+import { reconciler, reconcilerSettings, type ReconciledProvider, type ReconcilerArgs, type ReconcilerMessage } from '../stack/reconciler.js'
 import { workflowActorName, workflowChildSpec, type ResolvedWorkflow } from '../stack/workflows.js'
 import { modelsRoutingTable, type ModelInput, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
 import { conversations, type ConversationsMessage } from '../../actors/stores/conversations.js'
@@ -189,6 +192,20 @@ export class StackSupervisor {
   #adopt(subtree: Subtree, supervisor: Supervisor): void {
     this.#subtrees.set(subtree, supervisor)
     supervisor.on('failed', error => this.#fail(error instanceof Error ? error : new Error(String(error))))
+    supervisor.on('restarted', id => this.#restarted(id))
+  }
+
+  /**
+   * A crash restart: a provider that came back may serve something else now, so the reconciler
+   * drops what it cached of it and asks again; a routing table that came back has lost the
+   * reconciler's summary, which is sent again.
+   */
+  #restarted(id: string): void {
+    const reconcilerRef = this.#child<ReconcilerMessage>('runtime', RECONCILER)
+    if (reconcilerRef === undefined) return
+    const provider = this.#checked.providers.find(p => providerActorName(p.providerId) === id)
+    if (provider !== undefined) reconcilerRef.tell({ type: 'invalidate', reason: 'provider_restarted', provider_id: provider.providerId })
+    else if (id === ROUTING_TABLE) reconcilerRef.tell({ type: 'publish' })
   }
 
   /** What the HTTP server routes to: the configured actors that are running now. */
@@ -197,6 +214,7 @@ export class StackSupervisor {
     return {
       providers: new Map(entries.map(entry => [entry.providerId, entry])),
       inferenceStore: this.#child<InferenceStoreMessage>('apis', INFERENCE_STORE),
+      reconciler: this.#child<ReconcilerMessage>('runtime', RECONCILER),
       conversations: this.#child<ConversationsMessage>('apis', CONVERSATIONS),
       prewakeInference: prewakeAll(entries.filter(entry => entry.api === 'inference').map(entry => entry.ref)),
       workflows: this.#workflowEntries(),
@@ -213,6 +231,19 @@ export class StackSupervisor {
     return this.#checked.providers.flatMap(provider => {
       const ref = this.#child<InferenceMessage>('providers', providerActorName(provider.providerId))
       return ref === undefined ? [] : [{ providerId: provider.providerId, providerType: provider.spec.type, api: provider.api, ref }]
+    })
+  }
+
+  /** The providers as the reconciler takes them: no config, only its fingerprint and a masked copy. */
+  #reconciledProviders(entries: readonly ProviderEntry[] = this.#providerEntries()): ReconciledProvider[] {
+    return entries.map(entry => {
+      const { config } = this.#checked.providers.find(p => p.providerId === entry.providerId)!
+      return {
+        ...entry,
+        fingerprint: providerFingerprint(entry.providerId, entry.providerType, config),
+        refreshModels: (config as { refresh_models?: unknown }).refresh_models === true,
+        config: maskSecrets(config),
+      }
     })
   }
 
@@ -258,6 +289,14 @@ export class StackSupervisor {
           ...common,
           behavior: inferenceStore,
           args: { store: store<TableMessage>(inference!.backend), table: inference!.table_name, settings: inferenceSettings(inference!) } satisfies InferenceStoreArgs,
+          placement: 'main',
+        }
+      case RECONCILER:
+        return {
+          ...common,
+          behavior: reconciler,
+          args: { providers: this.#reconciledProviders(), settings: reconcilerSettings(config.troupe.reconciler), models: this.models } satisfies ReconcilerArgs,
+          // Its cycles wait on providers and do no work of their own; on main, the server reads its snapshot without a thread hop.
           placement: 'main',
         }
       case CONVERSATIONS:
@@ -397,6 +436,9 @@ export class StackSupervisor {
     }
     await this.#applyHot(steps, applied.loaded.config, done)
     await this.#refreshSpecs()
+    // Any change may change what is served (a provider's config, a model declared): the
+    // reconciler drops its cache and checks every provider now, in the background.
+    this.#child<ReconcilerMessage>('runtime', RECONCILER)?.tell({ type: 'configure', settings: reconcilerSettings(this.#loaded.config.troupe.reconciler), providers: this.#reconciledProviders() })
     if (steps.rebind) {
       const { server } = this.#loaded.config
       this.#url = await this.server.rebind(this.#options.port ?? server.port, this.#options.host ?? server.host, this.#checked.tls)
@@ -452,10 +494,12 @@ export class StackSupervisor {
     const gone = new Set(leaving)
     const providers = [...services.providers.values()].filter(entry => !gone.has(providerActorName(entry.providerId)))
     await this.models.ask({ type: 'setProviders', providers })
+    await services.reconciler?.ask({ type: 'setProviders', providers: this.#reconciledProviders(providers) })
     this.server.setServices({
       ...services,
       providers: new Map(providers.map(entry => [entry.providerId, entry])),
       inferenceStore: gone.has(INFERENCE_STORE) ? undefined : services.inferenceStore,
+      reconciler: gone.has(RECONCILER) ? undefined : services.reconciler,
       conversations: gone.has(CONVERSATIONS) ? undefined : services.conversations,
       workflows: services.workflows.filter(entry => !gone.has(workflowActorName(entry.name))),
     })
@@ -521,9 +565,9 @@ export class StackSupervisor {
             })
           }
           break
-        case 'read-on-use':
-          for (const change of changes) done.notApplied.push({ path: change.path, reason: 'no reconciler is built yet; the value is kept for it' })
-          continue
+        case 'reconciler':
+          // Carried by the configure message every applied reload ends with (#apply).
+          break
         default:
           throw new Error(`plan.ts classed ${changes.map(c => c.path).join(', ')} as hot, owned by '${owner}', which applies nothing live`)
       }
@@ -538,7 +582,7 @@ export class StackSupervisor {
     for (const model of before) if (!kept.has(model.model_id)) await models.ask({ type: 'unregister', model_id: model.model_id })
     const previous = new Map(before.map(m => [m.model_id, m]))
     for (const model of after) {
-      if (!sameValue(previous.get(model.model_id), model)) await models.ask({ type: 'register', model })
+      if (!sameValue(previous.get(model.model_id), model)) await models.ask({ type: 'register', model, replace: true })
     }
   }
 

@@ -156,14 +156,14 @@ t.test('a client that goes away while waiting for a whole completion aborts the 
 
 t.test('health, version, providers, inspect', async t => {
   const health = await call('GET', '/v1/health')
-  t.match(health, { status: 200, body: { status: 'ok', actors_down: [], unreachable_providers: [] } })
+  t.match(health, { status: 200, body: { status: 'OK', actors_down: [], unreachable_providers: [] } })
   t.match(await call('GET', '/v1/version'), { status: 200, body: { version: /^\d+\.\d+\.\d+/, image_name: 'test-stack' } })
   const providers = await call('GET', '/v1/providers')
   t.same(
     providers.body.data.map((p: { provider_id: string; provider_type: string; api: string; health: { status: string } }) => [p.provider_id, p.provider_type, p.api, p.health.status]),
     [
-      ['fake-openai', 'remote::openai', 'inference', 'ok'],
-      ['fake-ollama', 'remote::ollama', 'inference', 'ok'],
+      ['fake-openai', 'remote::openai', 'inference', 'OK'],
+      ['fake-ollama', 'remote::ollama', 'inference', 'OK'],
     ],
   )
   const routes = await call('GET', '/v1/inspect/routes')
@@ -181,8 +181,13 @@ t.test('health names an unreachable provider, and the stack still serves', async
   const system = await startSystem(t, { workers: 1 })
   const degraded = await startStack(system, parseConfig(yaml, {}, 'down.yaml'), quietLogger(), { port: 0, host: '127.0.0.1' })
   t.teardown(() => degraded.stop())
-  const health = await (await fetch(`${degraded.url}/v1/health`)).json()
-  t.match(health, { status: 'degraded', unreachable_providers: [{ provider_id: 'fake-openai', message: /cannot reach/ }] })
+  // The reconciler's first cycle runs in the background from start: health shows it once done.
+  let health: unknown
+  await eventually(async () => {
+    health = await (await fetch(`${degraded.url}/v1/health`)).json()
+    return (health as { status: string }).status !== 'OK'
+  }, 'the first cycle to find the provider down')
+  t.match(health, { status: 'Degraded', unreachable_providers: [{ provider_id: 'fake-openai', message: /upstream: .*cannot reach/ }] })
   const response = await fetch(`${degraded.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify(chat('gpt')) })
   t.equal(response.status, 502)
   t.match(await response.json(), { error: { code: 'upstream', message: /cannot reach/ } })

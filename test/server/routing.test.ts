@@ -8,6 +8,8 @@ import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtu
 
 const { openai, ollama } = await startFakeUpstreams(t)
 const stack = await startTestStack(t, stackYaml(openai, ollama, tempDir(t)))
+// The reconciler's first cycle tells the table what it found: after it, the table handles no message these tests do not send.
+await eventually(async () => ((await (await fetch(`${stack.url}/v1/inspect/runtime`)).json()) as { cycles: number }).cycles >= 1, 'the first reconciler cycle')
 
 async function post(path: string, body: unknown): Promise<{ status: number; body: any; text: string }> {
   const response = await fetch(`${stack.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })

@@ -30,7 +30,7 @@ const reloadOf = (before: string, after: string) => {
 
 t.test('the plan lists every actor after what it depends on', async t => {
   const { actors } = plan(parse(stack()))
-  t.same(actors.map(a => a.id), ['store:kv', 'store:sql', 'store:sql2', 'provider:a', 'routing:models', 'inference-store', 'workflow:w'])
+  t.same(actors.map(a => a.id), ['store:kv', 'store:sql', 'store:sql2', 'provider:a', 'routing:models', 'inference-store', 'reconciler', 'workflow:w'])
   const position = new Map(actors.map((a, i) => [a.id, i]))
   for (const actor of actors) for (const dep of actor.dependsOn) t.ok(position.get(dep)! < position.get(actor.id)!, `${actor.id} after ${dep}`)
   t.same(actors.find(a => a.id === 'workflow:w')!.dependsOn, ['store:sql'])

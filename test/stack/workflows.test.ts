@@ -173,7 +173,7 @@ t.test('startStack starts a workflows supervisor after the apis and hands the HT
   const snapshot = await system.inspect()
   t.same(
     snapshot.root.children.map(child => child.id),
-    ['stores', 'providers', 'apis', 'workflows', 'stack'],
+    ['stores', 'providers', 'apis', 'runtime', 'workflows', 'stack'],
     'workflows start after the subtrees they use, so they stop before them; the stack actor, which reloads them, comes last',
   )
   const workflows = snapshot.root.children.find(child => child.id === 'workflows')

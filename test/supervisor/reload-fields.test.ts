@@ -573,7 +573,7 @@ const PROBES: Record<string, Probe> = {
       t.teardown(() => second.close())
       await s.change(t, "fake-ollama's url changed", d => set(d, 'providers.inference.fake-ollama.config.url', second.url), { restarted: ['provider:fake-ollama'] })
       t.equal((await s.chat('llama')).status, 200, 'config: its model is served')
-      t.equal(second.requests.length, 1, 'config: by the new upstream')
+      t.equal(second.requests.filter(r => r.path === '/api/chat').length, 1, 'config: by the new upstream')
       await s.change(t, 'the url put back', d => set(d, 'providers.inference.fake-ollama.config.url', s.ollama.url), { restarted: ['provider:fake-ollama'] })
     },
   },
@@ -1148,11 +1148,28 @@ const PROBES: Record<string, Probe> = {
       await s.cancel([runId])
     },
   },
-  'troupe.reconciler.interval_ms': {
-    async run(s, t) {
-      await s.change(t, 'reconciler interval changed', d => set(d, 'troupe.reconciler', { interval_ms: 5000 }), { notApplied: 'troupe.reconciler.interval_ms' })
-    },
-  },
+  ...Object.fromEntries(
+    (
+      [
+        ['interval_ms', 45_000],
+        ['timeout_ms', 4_000],
+        ['cache_ttl_ms', 20_000],
+        ['failure_threshold', 5],
+        ['backoff_ms', 3_000],
+        ['max_backoff_ms', 90_000],
+      ] as const
+    ).map(([field, value]): [string, Probe] => [
+      `troupe.reconciler.${field}`,
+      {
+        async run(s, t) {
+          // The section holds this field alone: one probe's value does not linger into the next.
+          await s.change(t, `reconciler ${field} changed`, d => set(d, 'troupe.reconciler', { [field]: value }), { live: true })
+          const settings = (await s.request('/v1/inspect/runtime')).body['settings'] as Record<string, unknown>
+          t.equal(settings[field], value, `troupe.reconciler.${field}: the reconciler runs with the new value`)
+        },
+      },
+    ]),
+  ),
   'troupe.workers': {
     async run(s, t) {
       const poolThreads = async () => (await s.system.inspect()).threads.filter(thread => thread.kind === 'pool').map(thread => thread.thread)

@@ -86,7 +86,8 @@ t.test('the drain deadline bounds a request stuck on a silent upstream: it is ca
   running.child.kill('SIGTERM')
   t.equal(await running.exited, 0, 'exits once the deadline passed, without waiting for the upstream')
   t.ok([503, 'reset'].includes(await stuck), 'the stuck client is answered 503 or reset')
-  t.equal(upstream.aborted(), 1, 'the upstream call was aborted')
+  t.equal(upstream.aborted('/v1/chat/completions'), 1, 'the upstream call was aborted')
+  t.equal(upstream.aborted('/v1/models'), 1, "and so was the reconciler's model list, which it never answered")
 })
 
 t.test('a third signal forces exit with a non-zero code', async t => {

@@ -1,0 +1,81 @@
+import { createHash } from 'node:crypto'
+import { withoutSecrets } from './provider-secrets.js'
+
+/**
+ * What each provider listed, kept for a TTL so that a cycle started by an event about one
+ * provider (a model registered on it, its restart) asks that one again and not every backend.
+ *
+ * Entries are keyed by the provider's fingerprint: a hash of its id, type and config with the
+ * secrets left out, so that a changed config is a different entry, and no key, token or
+ * password is ever held here: not in the key (the fingerprint is taken without them), not in
+ * the value (model lists only). A rotated key alone does not change the fingerprint; the
+ * reload that brings it clears the cache.
+ *
+ * Every path that changes what a provider serves invalidates it: a config reload (everything),
+ * a model registered or unregistered (that model's provider), a provider's restart (that one).
+ */
+
+/** A model a provider says it serves, with what it reports of it. */
+export interface ServedModel {
+  readonly id: string
+  readonly model_type: 'llm' | 'embedding'
+  readonly context_length?: number
+  readonly embedding_dimension?: number
+  readonly capabilities?: readonly string[]
+  /** Anything else the backend reports that is worth showing (family, quantization, owner). */
+  readonly details?: Readonly<Record<string, unknown>>
+}
+
+export interface CachedListing {
+  readonly models: readonly ServedModel[]
+  /** ms since the epoch. */
+  readonly listedAt: number
+  readonly latencyMs: number
+}
+
+/** Why an entry was dropped: the counts are shown in /v1/inspect/runtime. */
+export type InvalidationReason = 'reload' | 'model_registered' | 'model_unregistered' | 'provider_restarted'
+
+export interface ModelCacheStats {
+  readonly entries: number
+  readonly hits: number
+  readonly misses: number
+  readonly invalidations: Readonly<Record<InvalidationReason, number>>
+}
+
+/** The cache key of a provider: sha256 over its id, type and config, secrets left out, keys sorted. */
+export function providerFingerprint(providerId: string, providerType: string, config: unknown): string {
+  return createHash('sha256').update(JSON.stringify([providerId, providerType, withoutSecrets(config)])).digest('hex')
+}
+
+export class ModelCache {
+  readonly #entries = new Map<string, { readonly providerId: string; readonly listing: CachedListing }>()
+  #hits = 0
+  #misses = 0
+  readonly #invalidations: Record<InvalidationReason, number> = { reload: 0, model_registered: 0, model_unregistered: 0, provider_restarted: 0 }
+
+  /** The listing under `fingerprint` if it is younger than `ttlMs` at `now`. */
+  get(fingerprint: string, now: number, ttlMs: number): CachedListing | undefined {
+    const entry = this.#entries.get(fingerprint)
+    if (entry !== undefined && now - entry.listing.listedAt < ttlMs) {
+      this.#hits++
+      return entry.listing
+    }
+    this.#misses++
+    return undefined
+  }
+
+  set(fingerprint: string, providerId: string, listing: CachedListing): void {
+    this.#entries.set(fingerprint, { providerId, listing })
+  }
+
+  /** Drops the entries of one provider, or of all, counting the event under `reason`. */
+  invalidate(reason: InvalidationReason, providerId?: string): void {
+    for (const [key, entry] of this.#entries) if (providerId === undefined || entry.providerId === providerId) this.#entries.delete(key)
+    this.#invalidations[reason]++
+  }
+
+  stats(): ModelCacheStats {
+    return { entries: this.#entries.size, hits: this.#hits, misses: this.#misses, invalidations: { ...this.#invalidations } }
+  }
+}
