@@ -50,6 +50,9 @@ export async function reconcilerBench(rounds: number): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'troupe-bench-reconciler-'))
   const upstreams: FakeUpstream[] = []
   for (let i = 0; i < PROVIDERS; i++) upstreams.push(await fakeOpenAI())
+  // The fifth answers with an empty list, so that both stacks list the same served models (the
+  // four others' two each): the lists compared differ only in whether the fifth has answered.
+  upstreams[PROVIDERS - 1]!.models = []
   const hanging = await fakeOpenAI()
   hanging.listing = 'hang'
   const refused = await fakeOpenAI()
@@ -76,9 +79,12 @@ ${models}
   const open = await start(yaml(`    - { provider_id: down, provider_type: remote::openai, config: { base_url: ${refusedUrl} } }`, '{ failure_threshold: 1, backoff_ms: 600000, max_backoff_ms: 600000 }', '    - { model_id: down-model, provider_id: down }'))
   const stacks = [answering, withHanging, open]
   try {
-    // The lists to compare must be the same size: wait until each shows the four answering providers' models.
-    const body = await settledList(answering, (PROVIDERS - 1) * 2)
-    await settledList(withHanging, (PROVIDERS - 1) * 2)
+    // The lists to compare: each once it shows the four listing providers' models (and, for the
+    // answering stack, the fifth's empty answer).
+    const served = (PROVIDERS - 1) * 2
+    await settledList(withHanging, served)
+    await waitForCycle(answering)
+    const body = await settledList(answering, served)
     const bare = createServer((req, res) => {
       const text = req.method === 'GET' ? body : JSON.stringify({ error: { code: 'provider_unavailable', message: "model 'down-model': provider 'down' is unreachable", param: null, type: 'api_error' } })
       res.writeHead(req.method === 'GET' ? 200 : 503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
@@ -112,15 +118,26 @@ ${models}
   }
 }
 
-/** The /v1/models body once it lists `served` provider_id/model entries besides the registered ones. */
+/** The /v1/models body once it lists exactly `served` provider_id/model entries besides the registered ones. */
 async function settledList(stack: RunningStack, served: number): Promise<string> {
   for (let attempt = 0; attempt < 500; attempt++) {
     const text = await (await fetch(`${stack.url}/v1/models`)).text()
-    const data = (JSON.parse(text) as { data: Array<{ id: string }> }).data
-    if (data.filter(m => /^p\d\//.test(m.id)).length >= served) return text
+    const data = (JSON.parse(text) as { data: Array<{ id: string; available: boolean | null }> }).data
+    const registeredKnown = data.filter(m => /^model-\d$/.test(m.id)).filter(m => m.available !== null).length
+    if (data.filter(m => /^p\d\//.test(m.id)).length === served && registeredKnown >= PROVIDERS - 1) return text
     await new Promise(resolve => setTimeout(resolve, 20))
   }
   throw new Error(`${stack.url}: the served models never showed in /v1/models`)
+}
+
+/** Waits until every provider of the answering stack has answered once (model-4 too shows available). */
+async function waitForCycle(stack: RunningStack): Promise<void> {
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const runtime = (await (await fetch(`${stack.url}/v1/inspect/runtime`)).json()) as { providers: Array<{ reachable: boolean | null }> }
+    if (runtime.providers.every(p => p.reachable === true)) return
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  throw new Error(`${stack.url}: the providers never all answered`)
 }
 
 /** Waits until the circuit-open stack refuses its model with 503. */

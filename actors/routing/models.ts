@@ -50,11 +50,13 @@ export interface ProviderAvailability {
   readonly state: 'unknown' | 'reachable' | 'unreachable'
   /** Why it is unreachable, for errors and model metadata. */
   readonly reason?: string
+  /** Its last failure, while unreachable: what a reconciler that restarts starts from. */
+  readonly error?: { readonly code: string; readonly message: string; readonly since: number }
   /** Until when (ms since the epoch) requests to it are refused with provider_unavailable; 0 when they are not. */
   readonly refuseUntil: number
   /** `refresh_models` in its config: what it serves is listed in /v1/models as provider_id/model. */
   readonly refreshModels: boolean
-  /** What it served at its last listing; absent if it never answered one. */
+  /** What it served at its last listing, while that is younger than the cache TTL; absent otherwise. */
   readonly models?: readonly ServedModel[]
 }
 
@@ -101,6 +103,11 @@ export interface ModelsArgs {
 
 interface State {
   readonly models: Map<string, Model>
+  /**
+   * The registry change under way: changes run one at a time, so that two registrations of one
+   * new id cannot both pass the conflict check while the first is being stored.
+   */
+  changing: Promise<unknown>
   version: number
   /** The registry as a frozen listing, rebuilt only after a change. */
   listing: ModelListing | undefined
@@ -130,7 +137,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
         else ctx.log.warn({ model: value.identifier, provider: value.provider_id }, 'a registered model names a provider that is no longer configured; not served')
       }
     }
-    const state: State = { models, version: nextSequence(0), listing: undefined, watchers: new Set(), providers, runtime: {}, runtimeJson: '{}', kv }
+    const state: State = { models, changing: Promise.resolve(), version: nextSequence(0), listing: undefined, watchers: new Set(), providers, runtime: {}, runtimeJson: '{}', kv }
     // The config is the truth for the models it declares: they replace what the store holds.
     for (const model of args.models) await register(state, model, true)
     return state
@@ -138,9 +145,9 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   receive(state, msg: ModelsMessage, ctx) {
     switch (msg.type) {
       case 'register':
-        return register(state, msg.model, msg.replace === true)
+        return inTurn(state, () => register(state, msg.model, msg.replace === true))
       case 'unregister':
-        return unregister(state, msg.model_id)
+        return inTurn(state, () => unregister(state, msg.model_id))
       case 'get':
         return state.models.get(msg.model_id) ?? null
       case 'list':
@@ -172,6 +179,20 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   },
 })
 
+/** Runs a registry change after the ones before it. */
+function inTurn<T>(state: State, change: () => Promise<T>): Promise<T> {
+  const next = state.changing.then(change)
+  state.changing = next.catch(() => undefined)
+  return next
+}
+
+/** JSON with object keys sorted: metadata given in another key order is the same metadata. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map(k => [k, (v as Record<string, unknown>)[k]])) : v,
+  )
+}
+
 async function register(state: State, input: ModelInput, replace: boolean): Promise<Model> {
   if (!state.providers.has(input.provider_id)) {
     throw new ActorError('unknown_provider', `model '${input.model_id}' names provider '${input.provider_id}', which is not configured (configured: ${[...state.providers.keys()].join(', ') || 'none'})`)
@@ -185,7 +206,7 @@ async function register(state: State, input: ModelInput, replace: boolean): Prom
   }
   const existing = state.models.get(model.identifier)
   if (existing !== undefined && !replace) {
-    const differing = (['provider_id', 'provider_model_id', 'model_type', 'metadata'] as const).filter(field => JSON.stringify(existing[field]) !== JSON.stringify(model[field]))
+    const differing = (['provider_id', 'provider_model_id', 'model_type', 'metadata'] as const).filter(field => canonical(existing[field]) !== canonical(model[field]))
     if (differing.length === 0) return existing
     const shown = differing.map(field => `${field} (registered: ${JSON.stringify(existing[field])}, given: ${JSON.stringify(model[field])})`).join(', ')
     throw new ActorError('conflict', `model '${model.identifier}' is registered already with other fields: ${shown}; unregister it first to change it`, { param: differing[0] })

@@ -19,7 +19,7 @@ export const backendFamily = (type: string): 'kv' | 'sql' | undefined =>
 const port = z.number().int().min(1).max(65535)
 /** The default request body limit: 10 MiB. */
 const DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-const RECONCILER_DEFAULTS = { interval_ms: 30_000, timeout_ms: 5_000, cache_ttl_ms: 30_000, failure_threshold: 3, backoff_ms: 2_000, max_backoff_ms: 60_000 }
+const RECONCILER_DEFAULTS = { interval_ms: 30_000, timeout_ms: 5_000, cache_ttl_ms: 120_000, failure_threshold: 3, backoff_ms: 2_000, max_backoff_ms: 60_000 }
 /** Long enough that a busy event loop does not lose a lease, short enough that a dead owner's runs resume soon. */
 const DEFAULT_LEASE_MS = 15_000
 
@@ -239,8 +239,8 @@ export const stackConfigSchema = z
                 interval_ms: hot(z.number().int().positive().default(30_000), 'How often every provider is asked what it serves, in the background.'),
                 timeout_ms: hot(z.number().int().positive().default(5_000), "How long one provider's answer may take before it counts as a failure; the others are not held up by it."),
                 cache_ttl_ms: hot(
-                  z.number().int().min(0).default(30_000),
-                  "How long a provider's model list is reused when a check was started by an event about another provider (a model registered, a restart); the periodic check always asks.",
+                  z.number().int().positive().default(120_000),
+                  "How long a provider's model list is served after its last answer: one that has not answered for longer shows no models (keep it above interval_ms).",
                 ),
                 failure_threshold: hot(z.number().int().positive().default(3), "Failed checks in a row that open a provider's circuit breaker: its models are then refused at once (503 provider_unavailable)."),
                 backoff_ms: hot(z.number().int().positive().default(2_000), 'How long a breaker stays open the first time before one check is let through (half-open).'),

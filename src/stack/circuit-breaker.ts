@@ -67,6 +67,18 @@ export class CircuitBreaker {
     return true
   }
 
+  /**
+   * Open until `retryAt`, as a breaker was before a restart of its owner: what was refused stays
+   * refused until then. Its next failed half-open ask waits at least as long again.
+   */
+  restoreOpen(retryAt: number, now: number): void {
+    this.#state = 'open'
+    this.#failures = Math.max(this.#failures, this.#settings.failureThreshold)
+    this.#openedAt = now
+    this.#retryAt = retryAt
+    this.#backoffMs = Math.min(Math.max(this.#settings.backoffMs, retryAt - now), this.#settings.maxBackoffMs)
+  }
+
   success(): void {
     this.#state = 'closed'
     this.#failures = 0

@@ -2,17 +2,19 @@ import { createHash } from 'node:crypto'
 import { withoutSecrets } from './provider-secrets.js'
 
 /**
- * What each provider listed, kept for a TTL so that a cycle started by an event about one
- * provider (a model registered on it, its restart) asks that one again and not every backend.
+ * What each provider listed at its last answer, served for a TTL: /v1/models lists it (with
+ * refresh_models) and registered models are checked against it while it is younger than
+ * `cache_ttl_ms`; a provider that has not answered for longer shows no models rather than
+ * stale ones.
  *
  * Entries are keyed by the provider's fingerprint: a hash of its id, type and config with the
  * secrets left out, so that a changed config is a different entry, and no key, token or
  * password is ever held here: not in the key (the fingerprint is taken without them), not in
- * the value (model lists only). A rotated key alone does not change the fingerprint; the
- * reload that brings it clears the cache.
+ * the value (model lists only).
  *
- * Every path that changes what a provider serves invalidates it: a config reload (everything),
- * a model registered or unregistered (that model's provider), a provider's restart (that one).
+ * Every path that may change what a provider serves drops its entry, and the provider is asked
+ * again: a config reload (everything), a model registered or unregistered over HTTP (that
+ * model's provider), a provider's crash restart (that one).
  */
 
 /** A model a provider says it serves, with what it reports of it. */
@@ -38,8 +40,7 @@ export type InvalidationReason = 'reload' | 'model_registered' | 'model_unregist
 
 export interface ModelCacheStats {
   readonly entries: number
-  readonly hits: number
-  readonly misses: number
+  /** Entries dropped, by the path that dropped them. */
   readonly invalidations: Readonly<Record<InvalidationReason, number>>
 }
 
@@ -50,19 +51,12 @@ export function providerFingerprint(providerId: string, providerType: string, co
 
 export class ModelCache {
   readonly #entries = new Map<string, { readonly providerId: string; readonly listing: CachedListing }>()
-  #hits = 0
-  #misses = 0
   readonly #invalidations: Record<InvalidationReason, number> = { reload: 0, model_registered: 0, model_unregistered: 0, provider_restarted: 0 }
 
   /** The listing under `fingerprint` if it is younger than `ttlMs` at `now`. */
   get(fingerprint: string, now: number, ttlMs: number): CachedListing | undefined {
     const entry = this.#entries.get(fingerprint)
-    if (entry !== undefined && now - entry.listing.listedAt < ttlMs) {
-      this.#hits++
-      return entry.listing
-    }
-    this.#misses++
-    return undefined
+    return entry !== undefined && now - entry.listing.listedAt < ttlMs ? entry.listing : undefined
   }
 
   set(fingerprint: string, providerId: string, listing: CachedListing): void {
@@ -76,6 +70,6 @@ export class ModelCache {
   }
 
   stats(): ModelCacheStats {
-    return { entries: this.#entries.size, hits: this.#hits, misses: this.#misses, invalidations: { ...this.#invalidations } }
+    return { entries: this.#entries.size, invalidations: { ...this.#invalidations } }
   }
 }

@@ -7,7 +7,7 @@ import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, RECONCILER, 
 import { providerActorName, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
 import { storeActorName, storeChildSpec } from '../stack/stores.js'
 import { providerFingerprint } from '../stack/model-cache.js'
-import { maskSecrets } from '../stack/provider-secrets.js'
+import { maskSecrets, providerRevision } from '../stack/provider-secrets.js'
 import { reconciler, reconcilerSettings, type ReconciledProvider, type ReconcilerArgs, type ReconcilerMessage } from '../stack/reconciler.js'
 import { workflowActorName, workflowChildSpec, type ResolvedWorkflow } from '../stack/workflows.js'
 import { modelsRoutingTable, type ModelInput, type ModelsMessage, type ProviderEntry } from '../../actors/routing/models.js'
@@ -234,13 +234,14 @@ export class StackSupervisor {
     })
   }
 
-  /** The providers as the reconciler takes them: no config, only its fingerprint and a masked copy. */
+  /** The providers as the reconciler takes them: no config, only digests of it and a masked copy. */
   #reconciledProviders(entries: readonly ProviderEntry[] = this.#providerEntries()): ReconciledProvider[] {
     return entries.map(entry => {
       const { config } = this.#checked.providers.find(p => p.providerId === entry.providerId)!
       return {
         ...entry,
         fingerprint: providerFingerprint(entry.providerId, entry.providerType, config),
+        revision: providerRevision(config),
         refreshModels: (config as { refresh_models?: unknown }).refresh_models === true,
         config: maskSecrets(config),
       }

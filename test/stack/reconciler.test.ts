@@ -4,7 +4,9 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import type { ActorSystem } from '../../src/actor/index.js'
 import { loadConfigFile } from '../../src/config/index.js'
-import type { RuntimeSnapshot } from '../../src/stack/reconciler.js'
+import { reconciler, type RuntimeSnapshot } from '../../src/stack/reconciler.js'
+import type { ProviderAvailability } from '../../actors/routing/models.js'
+import { stubModelsTable, stubProvider } from '../fixtures/reconciler-stubs.js'
 import { startStack, type RunningStack } from '../../src/supervisor/stack.js'
 import { fakeOpenAI, type FakeUpstream } from '../../bench/fixtures/upstreams.js'
 import { eventually } from '../fixtures/eventually.js'
@@ -89,7 +91,7 @@ t.test('the snapshot keeps what each provider serves, with what the backend repo
     { id: 'llama-test:latest', model_type: 'llm', details: { family: 'llama', parameter_size: '3B', quantization_level: 'Q4_K_M' } },
     { id: 'nomic-embed-text:latest', model_type: 'embedding' },
   ])
-  t.same(runtime.settings, { interval_ms: 30_000, timeout_ms: 5000, cache_ttl_ms: 30_000, failure_threshold: 3, backoff_ms: 2000, max_backoff_ms: 60_000 })
+  t.same(runtime.settings, { interval_ms: 30_000, timeout_ms: 5000, cache_ttl_ms: 120_000, failure_threshold: 3, backoff_ms: 2000, max_backoff_ms: 60_000 })
 
   const models = (await s.get('/v1/models')).body.data as Array<Record<string, any>>
   t.match(models.find(m => m.id === 'gpt'), {
@@ -236,6 +238,13 @@ t.test('registering an id that exists with other fields is refused with 409; the
   const conflict = await s.send('POST', '/v1/models', { ...model, provider_model_id: 'other' })
   t.match(conflict, { status: 409, body: { error: { code: 'conflict', param: 'provider_model_id', message: /'twice' is registered already with other fields: provider_model_id \(registered: "llama-test:latest", given: "other"\)/ } } })
   t.match((await s.get('/v1/models/twice')).body, { provider_model_id: 'llama-test:latest' }, 'unchanged')
+
+  const withMetadata = { model_id: 'meta', provider_id: 'fake-ollama', metadata: { a: 1, b: { c: 2, d: 3 } } }
+  t.equal((await s.send('POST', '/v1/models', withMetadata)).status, 200)
+  t.equal((await s.send('POST', '/v1/models', { ...withMetadata, metadata: { b: { d: 3, c: 2 }, a: 1 } })).status, 200, 'the same metadata in another key order is the same')
+  // Two registrations of one new id at once: one wins, the other is a conflict, never both 200.
+  const racing = await Promise.all(['one', 'two'].map(provider_model_id => s.send('POST', '/v1/models', { model_id: 'raced', provider_id: 'fake-ollama', provider_model_id })))
+  t.same(racing.map(r => r.status).sort(), [200, 409])
 })
 
 t.test('a model list with entries that are not models skips them: the provider neither fails nor crashes', async t => {
@@ -264,4 +273,53 @@ t.test("a reload that changes a provider's config checks it at once, whatever it
   const after = await s.until(r => provider(r, 'fake-openai').reachable === true, 'the new config to be checked')
   t.match(provider(after, 'fake-openai'), { breaker: { state: 'closed' }, error: null })
   await eventually(async () => (await s.send('POST', '/v1/chat/completions', chat('gpt'))).status === 200, 'gpt to be served by the new upstream')
+})
+
+t.test('a reload that only rotates a key checks the provider afresh: the breaker its bad key opened does not hold the new one back', async t => {
+  const fakes = await startFakeUpstreams(t)
+  const s = await start(t, '{ interval_ms: 3600000, failure_threshold: 1, backoff_ms: 3600000, max_backoff_ms: 3600000 }', yaml => yaml.replace('api_key: sk-test', 'api_key: sk-wrong'), fakes)
+  const open = await s.until(r => provider(r, 'fake-openai').breaker.state === 'open', 'the breaker to open')
+  t.match(provider(open, 'fake-openai').error, { code: 'auth' })
+  const { readFileSync } = await import('node:fs')
+  writeFileSync(s.file, readFileSync(s.file, 'utf8').replace('api_key: sk-wrong', 'api_key: sk-test'))
+  t.match(await s.stack.reload('api'), { result: 'applied', restarted: ['provider:fake-openai'] })
+  const after = await s.until(r => provider(r, 'fake-openai').reachable === true, 'the new key to be checked')
+  t.match(provider(after, 'fake-openai'), { breaker: { state: 'closed' }, error: null })
+  t.notMatch(JSON.stringify((await s.get('/v1/inspect/runtime')).body), /sk-test|sk-wrong/, 'neither key is shown')
+})
+
+t.test("a provider's list is served for the cache TTL after its last answer, then no longer listed", async t => {
+  const fakes = await startFakeUpstreams(t)
+  const s = await start(t, '{ interval_ms: 3600000, cache_ttl_ms: 1500 }', yaml => yaml.replace('        url: ', '        refresh_models: true\n        url: '), fakes)
+  const listed = async () => ((await s.get('/v1/models')).body.data as Array<{ id: string }>).filter(m => m.id.startsWith('fake-ollama/')).length
+  await eventually(async () => (await listed()) === 2, 'the served models to be listed')
+  // No cycle comes for an hour: the list expires, and the table is told.
+  await eventually(async () => (await listed()) === 0, 'the expired list to be dropped', 15_000)
+  t.match(provider(await s.runtime(), 'fake-ollama'), { reachable: true, models: null, models_listed_at: /^\d{4}-/ })
+})
+
+t.test('a reconciler that starts again takes up what the routing table last had: a circuit-open provider stays refused, and is not asked', async t => {
+  const system = await startSystem(t, { workers: 0 })
+  const retryAt = Date.now() + 3_600_000
+  const since = Date.now() - 60_000
+  const table = await system.spawn(stubModelsTable, {
+    args: {
+      runtime: {
+        down: { state: 'unreachable', reason: 'was down', error: { code: 'timeout', message: 'no answer', since }, refuseUntil: retryAt, refreshModels: false },
+        up: { state: 'reachable', refuseUntil: 0, refreshModels: false },
+      },
+    },
+  })
+  const down = await system.spawn(stubProvider, { args: { fail: false } })
+  const up = await system.spawn(stubProvider, { args: { fail: false } })
+  const entry = (id: string, ref: typeof down) => ({ providerId: id, providerType: 'remote::stub', api: 'inference', ref, fingerprint: id, revision: id, refreshModels: false, config: {} })
+  const settings = { intervalMs: 3_600_000, timeoutMs: 1000, cacheTtlMs: 3_600_000, failureThreshold: 3, backoffMs: 1000, maxBackoffMs: 3_600_000 }
+  const rec = await system.spawn(reconciler, { args: { providers: [entry('down', down), entry('up', up)], settings, models: table } })
+  let snapshot = await rec.ask<RuntimeSnapshot>({ type: 'snapshot' })
+  await eventually(async () => (snapshot = await rec.ask<RuntimeSnapshot>({ type: 'snapshot' })).cycles >= 1, 'the first cycle')
+  t.match(provider(snapshot, 'down'), { reachable: false, since: new Date(since).toISOString(), error: { code: 'timeout', message: 'no answer' }, breaker: { state: 'open', retry_at: new Date(retryAt).toISOString() } })
+  t.match(provider(snapshot, 'up'), { reachable: true })
+  t.equal(await down.ask({ type: 'asked' }), 0, 'the open one was not asked')
+  const told = await table.ask<Array<Record<string, ProviderAvailability>>>({ type: 'told' })
+  t.match(told.at(-1), { down: { state: 'unreachable', refuseUntil: retryAt }, up: { state: 'reachable' } }, 'and the table is told it is still refused')
 })
