@@ -19,14 +19,17 @@ const subjects: Subject[] = IN_FLIGHT.map(n => ({
 }))
 
 const CHAT = JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'hi' }] })
+const MODELS = JSON.stringify({ object: 'list', data: [{ id: 'gpt-test', object: 'model', created: 0, owned_by: 'bench' }] })
 const ANSWER = JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', created: 0, model: 'gpt-test', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }] })
 
-/** An OpenAI-compatible upstream that answers every chat completion after UPSTREAM_MS, and says when it holds `n`. */
+/** An OpenAI-compatible upstream that answers every chat completion after UPSTREAM_MS, and says when it holds `n` of them. */
 async function slowUpstream(): Promise<{ url: string; holding(n: number): Promise<void>; close(): Promise<void> }> {
   let held = 0
   let waiter: { n: number; resolve: () => void } | undefined
   const server = createServer((req, res) => {
     req.resume()
+    // The reconciler's model list is answered at once, and is not one of the requests held.
+    if (req.method === 'GET' && req.url === '/v1/models') return void res.writeHead(200, { 'content-type': 'application/json' }).end(MODELS)
     req.on('end', () => {
       held++
       if (waiter !== undefined && held >= waiter.n) waiter.resolve()
