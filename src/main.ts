@@ -7,6 +7,7 @@ import { RedactingDestination, SECRET_PATHS } from './supervisor/redaction.js'
 import { requestReload } from './supervisor/reload-client.js'
 import { serveReloads } from './supervisor/triggers.js'
 import { checkStackWithWorkflows, startStack, type RunningStack } from './supervisor/stack.js'
+import { newApiKey } from './server/auth.js'
 
 /**
  * The troupe CLI.
@@ -18,6 +19,8 @@ import { checkStackWithWorkflows, startStack, type RunningStack } from './superv
  *   troupe reload --config stack.yaml    ask the running server (found by the file's server address,
  *   troupe reload --url http://host:port or named by --url) to re-read its config; exit 1 if refused
  * A running server also reloads on SIGHUP and when its config file's content changes.
+ *   troupe keys new [--principal NAME]   print a new API key, and the server.auth api_keys entry
+ *                                        (its sha256 hash) that admits it; the key is shown once
  * Without --config, start runs a bare actor system (no stack) and prints its tree.
  */
 async function main(argv: string[]): Promise<number> {
@@ -29,17 +32,24 @@ async function main(argv: string[]): Promise<number> {
       watch: { type: 'boolean', default: true },
       strict: { type: 'boolean', default: false },
       workers: { type: 'string' },
+      principal: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
     allowNegative: true,
   })
   const command = positionals[0] ?? 'start'
-  if (values.help || !['start', 'validate', 'reload'].includes(command)) {
+  if (values.help || !['start', 'validate', 'reload', 'keys'].includes(command) || (command === 'keys' && positionals[1] !== 'new')) {
     process.stdout.write(
-      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch] [--strict]\n       troupe validate --config stack.yaml [--strict]\n       troupe reload (--config stack.yaml | --url URL)\n',
+      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch] [--strict]\n       troupe validate --config stack.yaml [--strict]\n       troupe reload (--config stack.yaml | --url URL)\n       troupe keys new [--principal NAME]\n',
     )
     return values.help ? 0 : 2
+  }
+  if (command === 'keys') {
+    const { key, hash } = newApiKey()
+    const principal = values.principal ?? 'user'
+    process.stdout.write(`key: ${key}\n# under server.auth.provider_config (type: api_keys), keys:\n- { hash: '${hash}', principal: ${JSON.stringify(principal)} }\n`)
+    return 0
   }
   if (command === 'reload') return requestReload({ config: values.config, url: values.url })
   let loaded: LoadedConfig | undefined

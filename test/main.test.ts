@@ -111,3 +111,14 @@ async function freePort(): Promise<number> {
   await new Promise(resolve => server.close(resolve))
   return port
 }
+
+t.test('keys new prints a new API key and the api_keys entry (its sha256) that admits it', async t => {
+  const { code, stdout } = await runCli(['keys', 'new', '--principal', 'bob'])
+  t.equal(code, 0)
+  const key = /^key: (tr-\S+)$/m.exec(stdout)?.[1]
+  t.ok(key, 'the key is printed')
+  const { createHash } = await import('node:crypto')
+  t.match(stdout, `{ hash: 'sha256:${createHash('sha256').update(key!).digest('hex')}', principal: "bob" }`)
+  const again = await runCli(['keys', 'new'])
+  t.not(/^key: (\S+)$/m.exec(again.stdout)?.[1], key, 'each key is new')
+})

@@ -192,7 +192,19 @@ export const stackConfigSchema = z
           host: restart(z.string().default('0.0.0.0'), 'Interface the HTTP server listens on.'),
           port: restart(port.default(8321), 'Port the HTTP server listens on.'),
           max_body_bytes: hot(z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES), 'Largest request body accepted, in bytes; a larger one gets 413.'),
-          auth: hot(z.record(z.string(), z.unknown()).optional(), 'Authentication provider settings. Not built yet: a config that sets it is refused, so that no one serves unauthenticated by mistake.'),
+          auth: hot(
+            z
+              .object({
+                provider_config: hot(
+                  z.record(z.string(), z.unknown()).optional(),
+                  "How callers are authenticated, by `type`: oauth2_token, custom, upstream_header or api_keys (llama-stack's fields; see the README's Authentication). Checked when the config is loaded.",
+                ),
+                route_policy: hot(z.array(z.unknown()).default([]), "llama-stack's route access rules. Not built yet: a config with rules is refused rather than served without them."),
+                access_policy: hot(z.array(z.unknown()).default([]), "llama-stack's resource access rules. Not built yet: a config with rules is refused rather than served without them."),
+              })
+              .optional(),
+            'Authentication (llama-stack\'s server.auth): every route but /v1/health, /v1/version and /metrics needs credentials.',
+          ),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
           workflows_context_secret: hot(
             z.string().min(16).optional(),

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CancelSource, type Cancellation } from '../actor/index.js'
+import type { Principal } from './auth.js'
 
 /**
  * One request as handlers see it. It is the Cancellation of the asks made for it: they are
@@ -8,6 +9,8 @@ import { CancelSource, type Cancellation } from '../actor/index.js'
  */
 export class ServedRequest implements Cancellation {
   params: Record<string, string> = {}
+  /** Who made it, once authenticated (server.auth); undefined when the server runs without authentication. */
+  principal: Principal | undefined
   readonly pathname: string
   readonly #search: string
   /**

@@ -13,6 +13,8 @@ import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, openAiModel, servedModelView } from './model-list.js'
 import type { ReconcilerMessage } from '../stack/reconciler.js'
 import { runtimeRoutes } from './routes/runtime.js'
+import { createAuthenticator, isPublicRoute, type Authenticator, type AuthProviderConfig } from './auth.js'
+import { sameValue } from '../config/index.js'
 import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
@@ -37,6 +39,8 @@ export interface ServerSettings {
   readonly workflowsContextSecret?: string | undefined
   /** The deadline of `close()` without one, and of the old listener's requests after a `rebind`. */
   readonly drainTimeoutMs?: number | undefined
+  /** server.auth.provider_config, checked: every route but the public ones needs credentials. Absent, none does. */
+  readonly auth?: AuthProviderConfig | undefined
 }
 
 /**
@@ -129,6 +133,7 @@ export class ApiServer {
   readonly #deps: ApiDeps
   readonly #modelList: ModelList
   #settings: ServerSettings
+  #authenticator: Authenticator | undefined
   #services: ServerServices
   #routes: readonly Route[]
   #router: Router<Route>
@@ -142,6 +147,7 @@ export class ApiServer {
   constructor(deps: ApiDeps) {
     this.#deps = deps
     this.#settings = deps
+    this.#authenticator = deps.auth === undefined ? undefined : createAuthenticator(deps.auth)
     this.#services = deps
     this.#modelList = new ModelList(deps.models, deps.log)
     this.#routes = this.#buildRoutes()
@@ -181,6 +187,8 @@ export class ApiServer {
    * default. Requests in flight finish with the settings they started with.
    */
   configure(settings: ServerSettings): void {
+    // A verifier is made anew only when its settings change: its cached keys stay otherwise.
+    if (!sameValue(settings.auth, this.#settings.auth)) this.#authenticator = settings.auth === undefined ? undefined : createAuthenticator(settings.auth)
     this.#settings = { ...settings }
     this.#rebuildRoutes()
   }
@@ -316,6 +324,9 @@ export class ApiServer {
       route = found.route
       // After routing, so that the refusal is worded as the route words its errors.
       if (this.#draining) throw shuttingDown('the server is shutting down; retry on a new connection')
+      // Before any handler: nothing unauthenticated reaches an actor or a provider.
+      const authenticator = this.#authenticator
+      if (authenticator !== undefined && !isPublicRoute(route.path)) request.principal = await authenticator.authenticate(req, request)
       if (route.inference === true) this.#services.prewakeInference?.()
       request.params = found.params
       const result = await route.handle(request)
@@ -324,7 +335,7 @@ export class ApiServer {
     } catch (error) {
       const errors = route?.errors
       const failure = errors === undefined ? toHttpError(error) : errors.toHttp(error)
-      if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code }, 'request failed')
+      if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code, principal: request.principal?.principal }, 'request failed')
       if (!request.cancelled) sendError(res, failure, errors?.body(failure))
     }
   }

@@ -186,6 +186,7 @@ export class StackSupervisor {
       cors: config.server.cors,
       workflowsContextSecret: config.server.workflows_context_secret,
       drainTimeoutMs: config.troupe.drain_timeout_ms,
+      auth: this.#checked.auth,
     }
   }
 

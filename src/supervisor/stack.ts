@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { ActorRef, ActorSystem } from '../actor/index.js'
-import { ConfigError, type ConfigIssue, type LoadedConfig } from '../config/index.js'
+import { ConfigError, formatPath, type ConfigIssue, type LoadedConfig } from '../config/index.js'
+import { authProviderSchema, type AuthProviderConfig } from '../server/auth.js'
 import type { ApiServer, TlsFiles } from '../server/server.js'
 import { loadProviderModules, resolveProviders, type LoadedProviderModule, type ResolvedProvider } from '../stack/providers.js'
 import { resolveWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
@@ -27,6 +28,8 @@ export interface CheckedStack {
   readonly providers: ResolvedProvider[]
   /** The PEM files `server.tls` names, read once here. */
   readonly tls: TlsFiles | undefined
+  /** server.auth.provider_config, checked; undefined serves without authentication. */
+  readonly auth: AuthProviderConfig | undefined
 }
 
 /** A checked stack with its workflows loaded. */
@@ -48,16 +51,11 @@ export function checkStack(loaded: LoadedConfig, modules: ReadonlyMap<string, Lo
       issues.push({ path: `registered_resources.models[${index}].provider_id`, message: `no provider '${model.provider_id}' is configured (configured: ${[...ids].join(', ') || 'none'})` })
     }
   })
-  if (loaded.config.server.auth !== undefined) {
-    issues.push({
-      path: 'server.auth',
-      message: 'authentication is not built yet, and troupe will not serve unauthenticated a config that asks for it: remove server.auth, or put troupe behind a proxy that authenticates',
-    })
-  }
+  const auth = checkAuth(loaded.config.server.auth, issues)
   const tls = readTls(loaded.config.server.tls)
   issues.push(...tls.issues)
   if (issues.length > 0) throw new ConfigError(issues, loaded.source)
-  return { providers, tls: tls.files }
+  return { providers, tls: tls.files, auth }
 }
 
 /**
@@ -80,6 +78,26 @@ export async function checkStackWithWorkflows(loaded: LoadedConfig): Promise<Che
   const workflows = await resolveWorkflows(loaded).catch(collect)
   if (issues.length > 0 || checked === undefined || workflows === undefined) throw new ConfigError(issues, loaded.source)
   return { ...checked, workflows }
+}
+
+/**
+ * server.auth: its provider_config checked by type (each problem at its path). Policies are not
+ * built yet: a config with rules is refused rather than served as if it had none, and so is an
+ * auth section without a provider (llama-stack allows one with route rules only).
+ */
+function checkAuth(auth: LoadedConfig['config']['server']['auth'], issues: ConfigIssue[]): AuthProviderConfig | undefined {
+  if (auth === undefined) return undefined
+  for (const field of ['route_policy', 'access_policy'] as const) {
+    if (auth[field].length > 0) issues.push({ path: `server.auth.${field}`, message: `access rules are not built yet, and troupe will not serve as if there were none: remove server.auth.${field}, or put troupe behind a proxy that enforces them` })
+  }
+  if (auth.provider_config === undefined) {
+    issues.push({ path: 'server.auth.provider_config', message: 'server.auth needs a provider_config (oauth2_token, custom, upstream_header or api_keys)' })
+    return undefined
+  }
+  const parsed = authProviderSchema.safeParse(auth.provider_config)
+  if (parsed.success) return parsed.data
+  for (const issue of parsed.error.issues) issues.push({ path: `server.auth.provider_config${issue.path.length ? `.${formatPath(issue.path)}` : ''}`, message: issue.message })
+  return undefined
 }
 
 type TlsConfig = LoadedConfig['config']['server']['tls']

@@ -48,7 +48,7 @@ t.test('server.tls files that cannot be read are config errors naming the field'
   t.throws(() => checkStack(parseConfig(yaml, {}, 'tls.yaml')), { message: /server\.tls\.certfile: cannot read \/nonexistent\/cert\.pem: ENOENT/ })
 })
 
-t.test('server.auth is refused: troupe never serves unauthenticated a config that asks for authentication', async t => {
+t.test('an incomplete server.auth is refused: troupe never serves unauthenticated a config that asks for authentication', async t => {
   const yaml = `${stackYaml(openai, ollama, tempDir(t))}server:\n  auth: { provider_config: { type: oauth2_token } }\n`
-  t.throws(() => checkStack(parseConfig(yaml, {}, 'auth.yaml')), { message: /server\.auth: authentication is not built yet/ })
+  t.throws(() => checkStack(parseConfig(yaml, {}, 'auth.yaml')), { message: /server\.auth\.provider_config\.jwks: set one of jwks or introspection/ })
 })

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
@@ -884,13 +885,44 @@ const PROBES: Record<string, Probe> = {
   },
   'server.auth': {
     async run(s, t) {
-      // Not built: a config asking for authentication is refused rather than served without it.
-      const report = await s.change(t, 'server.auth set', d => set(d, 'server.auth', { provider_config: { type: 'oauth2_token' } }), { result: 'invalid' })
-      t.ok(report.errors.some(e => e.path === 'server.auth'), 'auth: the refusal names server.auth')
-      t.equal((await s.request('/v1/version')).status, 200, 'auth: the stack serves as before')
-      await s.rewrite(t)
+      await s.change(t, 'auth on', d => set(d, 'server.auth', { provider_config: { type: 'upstream_header', principal_header: 'x-user' } }), { live: true })
+      t.equal((await s.request('/v1/models')).status, 401, 'auth: live, a request without credentials is refused')
+      t.equal((await s.request('/v1/models', { headers: { 'x-user': 'alice' } })).status, 200, 'auth: one with them is served')
+      t.equal((await s.request('/v1/version')).status, 200, 'auth: version stays public')
+      await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
+      t.equal((await s.request('/v1/models')).status, 200, 'auth: removed live, no credentials are needed')
     },
   },
+  'server.auth.provider_config': {
+    async run(s, t) {
+      const key = 'tr-reload-fields-key'
+      const hash = `sha256:${createHash('sha256').update(key).digest('hex')}`
+      await s.change(t, 'api keys', d => set(d, 'server.auth', { provider_config: { type: 'api_keys', keys: [{ hash, principal: 'alice' }] } }), { live: true })
+      t.equal((await s.request('/v1/models', { headers: { authorization: `Bearer ${key}` } })).status, 200, 'provider_config: the key admits')
+      await s.change(t, 'another provider', d => set(d, 'server.auth.provider_config', { type: 'upstream_header', principal_header: 'x-user' }), { live: true })
+      t.equal((await s.request('/v1/models', { headers: { authorization: `Bearer ${key}` } })).status, 401, 'provider_config: the key no longer does')
+      t.equal((await s.request('/v1/models', { headers: { 'x-user': 'alice' } })).status, 200, 'provider_config: the new provider admits')
+      const bad = await s.attempt(d => set(d, 'server.auth.provider_config', { type: 'api_keys', keys: [] }))
+      t.equal(bad.result, 'invalid', 'provider_config: an invalid one is refused')
+      t.ok(bad.errors.some(e => e.path === 'server.auth.provider_config.keys'), 'provider_config: the refusal names the field')
+      await s.rewrite(t)
+      await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
+    },
+  },
+  ...Object.fromEntries(
+    (['route_policy', 'access_policy'] as const).map((field): [string, Probe] => [
+      `server.auth.${field}`,
+      {
+        async run(s, t) {
+          // Not built: rules are refused rather than served as if there were none.
+          const report = await s.change(t, `${field} set`, d => set(d, 'server.auth', { provider_config: { type: 'upstream_header', principal_header: 'x-user' }, [field]: [{ permit: { actions: ['read'] } }] }), { result: 'invalid' })
+          t.ok(report.errors.some(e => e.path === `server.auth.${field}`), `${field}: the refusal names it`)
+          t.equal((await s.request('/v1/models')).status, 200, `${field}: the stack serves as before`)
+          await s.rewrite(t)
+        },
+      },
+    ]),
+  ),
   'server.cors': {
     async run(s, t) {
       const origin = { origin: 'http://anywhere.test' }
