@@ -61,10 +61,11 @@ interface Load {
   readonly seconds: number
 }
 
-/** Load from autocannon in its own process on 127.0.0.1, bounded by duration. */
-async function load(url: string, body?: string): Promise<Load> {
+/** Load from autocannon in its own process on 127.0.0.1, bounded by duration; `headers` go with every request. */
+async function load(url: string, body?: string, headers: Readonly<Record<string, string>> = {}): Promise<Load> {
   const args = [autocannonBin, '--json', '-c', String(CONNECTIONS), '-d', String(SLICE_S)]
   if (body !== undefined) args.push('-m', 'POST', '-H', 'content-type=application/json', '-b', body)
+  for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}=${value}`)
   args.push(url)
   const { stdout } = await run(process.execPath, args, { maxBuffer: 16 * 1024 * 1024 })
   const result = JSON.parse(stdout) as { requests: { total: number }; duration: number; non2xx: number; errors: number; timeouts: number }
@@ -76,12 +77,12 @@ async function load(url: string, body?: string): Promise<Load> {
  * Requests a second of each server, loaded in turn SLICES times: a stall of the shared machine
  * then falls on all alike, where in one long load each it fell on whichever was running.
  */
-async function loadInTurn<K extends string>(servers: Record<K, { url: string; body?: string }>): Promise<Record<K, number>> {
+export async function loadInTurn<K extends string>(servers: Record<K, { url: string; body?: string; headers?: Record<string, string> }>): Promise<Record<K, number>> {
   const sides = Object.keys(servers) as K[]
   const total = new Map<K, Load>(sides.map(side => [side, { requests: 0, seconds: 0 }]))
   for (let i = 0; i < SLICES; i++) {
     for (const side of sides) {
-      const slice = await load(servers[side].url, servers[side].body)
+      const slice = await load(servers[side].url, servers[side].body, servers[side].headers)
       const sum = total.get(side)!
       total.set(side, { requests: sum.requests + slice.requests, seconds: sum.seconds + slice.seconds })
     }
@@ -117,7 +118,7 @@ export async function p50InTurn<K extends string>(servers: Record<K, { url: stri
  * on a worker, woke the main thread to reach it and was woken by its answer: two thread wakes
  * that no deployment has, charged to troupe alone.
  */
-async function startUpstream(): Promise<{ url: string; close(): Promise<void> }> {
+export async function startUpstream(): Promise<{ url: string; close(): Promise<void> }> {
   const child = spawn(process.execPath, [fileURLToPath(fixture('upstream-process'))], { stdio: ['pipe', 'pipe', 'inherit'] })
   let seen = ''
   const url = await new Promise<string>((resolve, reject) => {

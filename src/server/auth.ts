@@ -30,6 +30,8 @@ const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256
 const VERIFIER_TIMEOUT_MS = 10_000
 /** An unknown `kid` refetches the JWKS at most this often. */
 const JWKS_COOLDOWN_MS = 30_000
+/** Verified tokens remembered (by their sha256), so that a client's next request skips the signature check. */
+const VERIFIED_TOKENS = 10_000
 
 const claimsMapping = z.record(z.string(), z.string().min(1, 'an attribute name cannot be empty'))
 
@@ -136,8 +138,14 @@ type OAuth2Config = Extract<AuthProviderConfig, { type: 'oauth2_token' }>
 /**
  * JWTs verified against the JWKS (jose): keys are cached for `key_recheck_period`, and a token
  * with an unknown `kid` refetches them, at most once per JWKS_COOLDOWN_MS, never per request.
+ *
+ * A token once verified is remembered by its sha256 (never the token itself) until it expires,
+ * and no longer than `key_recheck_period`: the keys it was verified with are cached that long
+ * anyway, so remembering it opens no window the JWKS cache does not. A signature check is most
+ * of what authentication costs a request; a client sends the same token many times.
  */
 function jwtAuthenticator(config: OAuth2Config, jwks: NonNullable<OAuth2Config['jwks']>): Authenticator {
+  const verified = new Map<string, { readonly principal: Principal; readonly until: number }>()
   const fetcher = tlsFetch(config.verify_tls, config.tls_cafile)
   const keys = createRemoteJWKSet(new URL(jwks.uri), {
     cacheMaxAge: jwks.key_recheck_period * 1000,
@@ -149,6 +157,10 @@ function jwtAuthenticator(config: OAuth2Config, jwks: NonNullable<OAuth2Config['
   return {
     async authenticate(req) {
       const token = bearerToken(req)
+      const digest = createHash('sha256').update(token).digest('base64')
+      const known = verified.get(digest)
+      if (known !== undefined && Date.now() < known.until) return known.principal
+      if (known !== undefined) verified.delete(digest)
       let payload: JWTPayload
       try {
         ;({ payload } = await jwtVerify(token, keys, { audience: config.audience, algorithms: ALGORITHMS, ...(config.issuer === undefined ? {} : { issuer: config.issuer }) }))
@@ -159,7 +171,12 @@ function jwtAuthenticator(config: OAuth2Config, jwks: NonNullable<OAuth2Config['
         throw unauthorized(`invalid token: ${tokenProblem(error)}`, 'invalid_token')
       }
       if (typeof payload.sub !== 'string' || payload.sub === '') throw unauthorized('invalid token: it names no subject (sub)', 'invalid_token')
-      return { principal: payload.sub, attributes: attributesFromClaims(payload, config.claims_mapping) }
+      const principal: Principal = { principal: payload.sub, attributes: attributesFromClaims(payload, config.claims_mapping) }
+      const until = Math.min(payload.exp === undefined ? Infinity : payload.exp * 1000, Date.now() + jwks.key_recheck_period * 1000)
+      // Insertion order is age: past the bound, the oldest goes.
+      if (verified.size >= VERIFIED_TOKENS) verified.delete(verified.keys().next().value!)
+      verified.set(digest, { principal, until })
+      return principal
     },
   }
 }

@@ -101,6 +101,13 @@ t.test('oauth2_token with a JWKS: signed tokens admit, every bad one is refused 
     t.match(await call('GET', '/v1/models', bearer(await sign({ sub: 'alice' }, { kid, key: other.privateKey }))), { status: 401, body: { error: { message: /no key of the JWKS matches/ } } }, `unknown kid ${kid}`)
   }
   t.equal(jwksFetches, 1, 'within the cooldown the keys were not fetched again')
+
+  // A verified token is remembered (the next request skips the signature check), never past its expiry.
+  const shortLived = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuer('https://issuer.test').setAudience('troupe-test').setExpirationTime(Math.floor(Date.now() / 1000) + 2).sign(privateKey)
+  t.equal((await call('GET', '/v1/models', bearer(shortLived))).status, 200)
+  t.equal((await call('GET', '/v1/models', bearer(shortLived))).status, 200, 'again, from what was verified')
+  await new Promise(resolve => setTimeout(resolve, 2100))
+  t.match(await call('GET', '/v1/models', bearer(shortLived)), { status: 401, body: { error: { message: /expired/ } } }, 'and refused once it has expired')
 })
 
 t.test('a JWKS that cannot be reached is 503 auth_unavailable with Retry-After, not a 401', async t => {
