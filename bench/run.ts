@@ -9,6 +9,7 @@ import { drainBench } from './drain.js'
 import { formatTable, type BenchResult } from './harness.js'
 import { httpThroughput } from './http.js'
 import { kvStoreThroughput } from './kv-store.js'
+import { metricsScrape } from './metrics.js'
 import { recordThroughput } from './record.js'
 import { reconcilerBench } from './reconciler.js'
 import { reloadBench } from './reload.js'
@@ -41,6 +42,7 @@ const benches: Bench[] = [
   { names: ['models_list_p50_us', 'models_list_hanging_vs_answering', 'circuit_open_503_p50_ms'], run: reconcilerBench },
   { names: ['reload_hot_ms', 'reload_hot_failed_requests', 'reload_provider_ms'], run: reloadBench },
   { names: ['drain_ms_n1', 'drain_ms_n16', 'drain_ms_n64'], run: drainBench },
+  { names: ['metrics_scrape_ms'], run: metricsScrape },
 ]
 
 /** Marks a result line on a child's stdout, which also carries warnings logged there. */

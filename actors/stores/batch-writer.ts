@@ -55,6 +55,9 @@ export interface BatchWriterStats {
   readonly written: number
   readonly batches: number
   readonly failures: number
+  /** Batches committed, and the time their commits took in all, from the ask to the store's answer. */
+  readonly commits: number
+  readonly commitMsTotal: number
   readonly maxQueue: number
   readonly writers: number
 }
@@ -118,6 +121,8 @@ export class BatchWriter {
   #written = 0
   #batches = 0
   #failures = 0
+  #commits = 0
+  #commitMsTotal = 0
 
   constructor(store: ActorRef<TableMessage>, options: BatchWriterOptions) {
     this.#store = store
@@ -215,6 +220,8 @@ export class BatchWriter {
       written: this.#written,
       batches: this.#batches,
       failures: this.#failures,
+      commits: this.#commits,
+      commitMsTotal: this.#commitMsTotal,
       maxQueue: this.#maxQueue,
       writers: this.#writers,
     }
@@ -325,7 +332,10 @@ export class BatchWriter {
     for (let attempt = 1; ; attempt++) {
       try {
         this.#batches++
+        const sentAt = performance.now()
         const counts = await this.#store.ask<number[]>(message, { timeoutMs: ASK_TIMEOUT_MS })
+        this.#commits++
+        this.#commitMsTotal += performance.now() - sentAt
         this.#written += batch.length
         let at = 0
         for (const pending of batch) {

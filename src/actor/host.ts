@@ -6,6 +6,7 @@ import type { Behavior, StopReason } from './behavior.js'
 import { ActorCell, type CellHost } from './cell.js'
 import { EnvelopeCodec, type RefFactory } from './codec.js'
 import { DeadLetters } from './dead-letters.js'
+import type { EventLoopDelayStats } from './event-loop-delay.js'
 import { ActorDirectory, KERNEL_SLOT, LOCATION_RESTARTING } from './directory.js'
 import { FIELDS_PER_ENVELOPE, F_CORRELATION, F_DEADLINE, F_GENERATION, F_KIND, F_PAYLOAD, F_TARGET, Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
@@ -67,6 +68,8 @@ export interface HostStats {
   readonly pendingAsks: number
   /** Messages this thread holds for actors that are restarting. */
   readonly heldForRestart: number
+  /** Added by the thread's owner (worker-host.ts, ActorSystem), which runs the monitor. */
+  readonly eventLoopDelay?: EventLoopDelayStats | null
 }
 
 const labelOf = (ref: ActorRef<unknown>): string => ref.name ?? `#${ref.slot}`

@@ -16,3 +16,4 @@ export {
 export { MAX_HELD_PER_ACTOR } from './restart-wait.js'
 export type { SystemHandle, SpawnOptions, Placement, RestartType } from './system-handle.js'
 export { actorNodes, type SystemSnapshot, type SupervisorNode, type ActorNode, type ThreadInfo } from './inspect.js'
+export type { EventLoopDelayStats } from './event-loop-delay.js'

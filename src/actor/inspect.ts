@@ -1,4 +1,5 @@
 import { ActorChild } from './actor-child.js'
+import type { EventLoopDelayStats } from './event-loop-delay.js'
 import type { HostStats } from './host.js'
 import { SupervisorChild, type ChildHandle, type Strategy, type Supervisor } from './supervisor.js'
 
@@ -6,6 +7,8 @@ export interface ActorNode {
   readonly kind: 'actor'
   readonly id: string
   readonly name: string | undefined
+  /** Its behaviour's export name: what kind of actor it is. */
+  readonly behavior: string
   readonly placement: string
   /** The thread hosting it now (0 is the main thread); undefined while it is not running. */
   readonly thread: number | undefined
@@ -32,6 +35,8 @@ export interface ThreadInfo {
   /** Messages the thread holds for actors that are restarting, to send once they run again. */
   readonly heldForRestart: number
   readonly deadLetters: { total: number; byCode: Record<string, number> }
+  /** How late its event loop runs, over a recent window; null before the first sample. */
+  readonly eventLoopDelay: EventLoopDelayStats | null
 }
 
 export interface SystemSnapshot {
@@ -63,6 +68,7 @@ export function describeTree(root: Supervisor, perThread: readonly HostStats[], 
       kind: 'actor',
       id: actor.id,
       name: actor.ref.name,
+      behavior: actor.config.behavior.exportName,
       placement: actor.config.placement,
       thread,
       status: actor.status,
@@ -81,6 +87,7 @@ export function describeTree(root: Supervisor, perThread: readonly HostStats[], 
       pendingAsks: stats.pendingAsks,
       heldForRestart: stats.heldForRestart,
       deadLetters: stats.deadLetters,
+      eventLoopDelay: stats.eventLoopDelay ?? null,
     })),
     deadLetters: perThread.reduce((sum, stats) => sum + stats.deadLetters.total, 0),
   }

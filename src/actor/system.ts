@@ -5,6 +5,7 @@ import { ActorChild, type ActorPlacer } from './actor-child.js'
 import { isBehavior, loadBehavior, type ArgsOf, type Behavior, type MessageOf, type StopReason } from './behavior.js'
 import { ActorDirectory, LOCATION_RESTARTING, LOCATION_STOPPED, SlotAllocator } from './directory.js'
 import { ActorError } from './errors.js'
+import { EventLoopDelay } from './event-loop-delay.js'
 import { failureToError, type FailureData } from './failure.js'
 import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
 import { describeTree, type SystemSnapshot } from './inspect.js'
@@ -36,6 +37,8 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
   private readonly mailboxCapacity: number
   private readonly startTimeoutMs: number
   private readonly defaultPlacement: 'main' | 'pool'
+  /** The main thread's; each worker runs its own (worker-host.ts). */
+  private readonly eventLoop = new EventLoopDelay()
   private anonymous = 0
   private supervisors = 0
   private shuttingDown: Promise<void> | undefined
@@ -135,7 +138,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
 
   /** The supervision tree with every actor's placement, thread, status and counters. */
   async inspect(): Promise<SystemSnapshot> {
-    const perThread: HostStats[] = [this.host.stats()]
+    const perThread: HostStats[] = [{ ...this.host.stats(), eventLoopDelay: this.eventLoop.read() }]
     const workers = this.threads.threads()
     const answers = await Promise.allSettled(workers.map(thread => thread.stats()))
     for (const answer of answers) if (answer.status === 'fulfilled') perThread.push(answer.value)
@@ -202,6 +205,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       this.root.release()
       await this.threads.close()
       this.host.close()
+      this.eventLoop.close()
     })()
     return this.shuttingDown
   }

@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import { loadBehavior } from './behavior.js'
 import { ActorDirectory } from './directory.js'
 import { ActorError } from './errors.js'
+import { EventLoopDelay } from './event-loop-delay.js'
 import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
 import type { LinkRings } from './link.js'
 import { MainThreadSystem } from './remote-system.js'
@@ -92,10 +93,13 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
 
   host.addLink(MAIN_THREAD, init.mainPort, init.mainRings)
   for (const { thread, port, rings } of init.peers) host.addLink(thread, port, rings)
-  const admin: HostAdmin = { stats: () => host.stats(), memory: () => process.memoryUsage() }
+  // Sampled by node's timer and read with the stats: nothing on the message path.
+  const eventLoop = new EventLoopDelay()
+  const admin: HostAdmin = { stats: () => ({ ...host.stats(), eventLoopDelay: eventLoop.read() }), memory: () => process.memoryUsage() }
   Comlink.expose(admin, nodeEndpoint(init.adminPort))
   host.link(MAIN_THREAD)!.sendControl({ ctl: 'ready', thread: init.threadId })
 
   await finished
+  eventLoop.close()
   init.adminPort.close()
 }

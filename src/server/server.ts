@@ -21,6 +21,7 @@ import { Router, type RouteMatch } from './router.js'
 import { ServedRequest } from './served-request.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
 import { adminRoutes, type AdminHooks } from './routes/admin.js'
+import { metricsRoutes, type ServerMetrics } from './routes/metrics.js'
 import { WorkflowsApi } from './routes/workflows.js'
 import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, inspectRoutesQuery, listQuery, messageListQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
@@ -75,6 +76,8 @@ export interface ApiDeps extends ServerSettings, ServerServices {
   readonly log: Logger
   /** The stack's supervisor, for POST /v1/admin/reload and GET /v1/inspect/config; without it those routes are absent. */
   readonly admin?: AdminHooks | undefined
+  /** Counts every request and serves GET /metrics; without it that route is absent. */
+  readonly metrics?: ServerMetrics | undefined
   /** Serve HTTPS with these; a CA also requires and checks client certificates. */
   readonly tls?: TlsFiles | undefined
 }
@@ -306,6 +309,7 @@ export class ApiServer {
   async #serve(request: ServedRequest): Promise<void> {
     const { req, res } = request
     let route: Route | undefined
+    this.#deps.metrics?.http.track(request, () => route)
     try {
       if (this.#corsHeaders(req, res) && req.method === 'OPTIONS') {
         res.writeHead(204).end()
@@ -367,6 +371,7 @@ export class ApiServer {
       }),
       { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async ({ query }) => ({ data: this.#listRoutes(validate(inspectRoutesQuery, Object.fromEntries(query), 'query').api_filter) }) },
       { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
+      ...(this.#deps.metrics === undefined ? [] : metricsRoutes(this.#deps.metrics)),
       ...(this.#deps.admin === undefined ? [] : adminRoutes(this.#deps.admin)),
       { method: 'GET', path: '/v1/models', api: 'models', handle: ({ res }) => this.#listModels(res) },
       {

@@ -19,6 +19,7 @@ import type { DrainReport, WorkflowMessage } from '../../actors/workflows/protoc
 import { checkStackWithWorkflows, packageVersion, type CheckedStackWithWorkflows } from './stack.js'
 import { STACK_ACTOR, stackActor, type StackActorArgs } from './stack-actor.js'
 import { SECRET_PATHS } from './redaction.js'
+import { StackMetrics } from './metrics.js'
 
 
 /** What started a reload. */
@@ -102,6 +103,7 @@ export class StackSupervisor {
   #reloads: Promise<unknown> = Promise.resolve()
   readonly #subtrees = new Map<Subtree, Supervisor>()
   #server: ApiServer | undefined
+  #metrics: StackMetrics | undefined
   #url = ''
   #fail!: (error: Error) => void
   #stopping: Promise<void> | undefined
@@ -163,7 +165,9 @@ export class StackSupervisor {
     const snapshot = await this.#system.inspect()
     for (const actor of actorNodes(snapshot.root)) this.#log.info({ actor: actor.id, placement: actor.placement, thread: actor.thread, status: actor.status }, 'actor started')
 
+    this.#metrics = new StackMetrics({ system: this.#system, sources: () => this.#services(), log: this.#log.child({ component: 'metrics' }) })
     this.#server = new ApiServer({
+      metrics: this.#metrics,
       system: this.#system,
       models: this.models,
       ...this.#services(),
@@ -340,6 +344,7 @@ export class StackSupervisor {
         ...fields,
       }
       if (done.result !== 'unchanged' || trigger !== 'watch') this.#lastReload = done
+      this.#metrics?.countReload(done.result)
       return done
     }
     if (this.#stopping !== undefined) return report({ result: 'refused', errors: [{ path: this.#loaded.source, message: 'the stack is shutting down; nothing is reloaded' }] })
