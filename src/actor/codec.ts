@@ -1,5 +1,6 @@
 import { Packr, Unpackr, addExtension } from 'msgpackr'
-import { FIELDS_PER_ENVELOPE, F_PAYLOAD } from './envelope.js'
+import { FIELDS_PER_ENVELOPE, F_PAYLOAD, malformedBatch } from './envelope.js'
+import { ActorError, describeThrown } from './errors.js'
 import { ActorRef } from './ref.js'
 
 /** msgpack extension type for an ActorRef inside a message. */
@@ -23,11 +24,16 @@ addExtension({
   write(ref: ActorRef): unknown {
     return [ref.slot, ref.generation, ref.name ?? null]
   },
-  read(data: [number, number, string | null]): ActorRef {
+  read(data: unknown): ActorRef {
     if (decodingFor === undefined) throw new Error('an ActorRef can only be decoded by an actor host')
+    if (!isRefData(data)) throw new Error('an ActorRef extension must hold [slot, generation, name]')
     return decodingFor.refFor(data[0], data[1], data[2] ?? undefined)
   },
 })
+
+function isRefData(data: unknown): data is [number, number, string | null] {
+  return Array.isArray(data) && data.length === 3 && Number.isInteger(data[0]) && Number.isInteger(data[1]) && (typeof data[2] === 'string' || data[2] === null)
+}
 
 export interface EncodedBatch {
   /** An exact-size copy of the packed bytes, safe to transfer. */
@@ -88,13 +94,25 @@ export class EnvelopeCodec {
     }
   }
 
+  /**
+   * The fields of a batch another thread encoded. Bytes that are not msgpack, or not a batch of
+   * envelopes this thread can route (envelope.ts, malformedBatch), are refused with
+   * `bad_envelope`, whatever the decoder threw: the link drops the batch and says so, where an
+   * error escaping here would end the thread.
+   */
   decode(bytes: Uint8Array): unknown[] {
+    let fields: unknown
     decodingFor = this.refs
     try {
-      return this.unpackr.unpack(bytes) as unknown[]
+      fields = this.unpackr.unpack(bytes)
+    } catch (error) {
+      throw new ActorError('bad_envelope', `a batch of ${bytes.byteLength} bytes is not valid msgpack: ${describeThrown(error)}`, undefined, { cause: error })
     } finally {
       decodingFor = undefined
     }
+    const wrong = malformedBatch(fields)
+    if (wrong !== undefined) throw new ActorError('bad_envelope', `a batch of ${bytes.byteLength} bytes is not a batch of envelopes: ${wrong}`)
+    return fields as unknown[]
   }
 
   private encodeSkippingBad(packr: Packr, fields: unknown[]): EncodedBatch {

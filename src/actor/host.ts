@@ -333,6 +333,11 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
     else this.fail(from, correlation, error)
   }
 
+  undecodable(peer: number, error: ActorError): void {
+    // Asks and streams whose envelopes it carried time out: nothing in it can be trusted to fail them.
+    this.log.error({ peer, code: error.code, err: error }, `a batch from thread ${peer} could not be decoded and was dropped`)
+  }
+
   unencodable(peer: number, kind: number, target: number, correlation: number, reason: string): void {
     const error = { code: 'bad_message', message: `message could not be encoded for thread ${peer}: ${reason}` }
     switch (kind) {

@@ -1,5 +1,6 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { EnvelopeCodec } from './codec.js'
+import { ActorError } from './errors.js'
 import { FIELDS_PER_ENVELOPE, F_CORRELATION, F_KIND, F_TARGET } from './envelope.js'
 import { SharedRing, VIA_PORT } from './ring.js'
 
@@ -73,6 +74,8 @@ export interface LinkEvents {
   control(peer: number, message: LinkControl): void
   /** Envelopes the codec could not encode, so the sender can fail them with `bad_message`. */
   unencodable(peer: number, kind: number, target: number, correlation: number, reason: string): void
+  /** A batch from `peer` the codec refused (`bad_envelope`): dropped, for the receiver to log. */
+  undecodable(peer: number, error: ActorError): void
   linkClosed(peer: number): void
   /** Whether it is worth spinning for inbound traffic from `peer` after sending to it. */
   expectsReply(peer: number): boolean
@@ -223,7 +226,16 @@ export class Link {
   // ---- receiving -----------------------------------------------------------------------
 
   private deliver(bytes: Uint8Array): void {
-    this.events.batch(this.peer, this.codec.decode(bytes))
+    let fields: unknown[]
+    try {
+      fields = this.codec.decode(bytes)
+    } catch (error) {
+      // Only bad_envelope is thrown; anything else is a bug to surface, not a batch to drop.
+      if (!(error instanceof ActorError) || error.code !== 'bad_envelope') throw error
+      this.events.undecodable(this.peer, error)
+      return
+    }
+    this.events.batch(this.peer, fields)
   }
 
   private portBatch(bytes: Uint8Array): void {

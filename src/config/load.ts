@@ -1,32 +1,15 @@
 import { createHash } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
-import { parseDocument } from 'yaml'
+import { open } from 'node:fs/promises'
 import type { z } from 'zod'
+import { ConfigError, formatPath, type ConfigIssue } from './config-error.js'
 import type { Env, EnvProblem } from './env.js'
 import { isPlainObject, unknownKeys } from './fields.js'
 import { checkReferences } from './references.js'
 import { sqliteLmdbPath, stackConfigSchema, type StackConfig } from './schema.js'
 import { selectServed } from './served.js'
+import { MAX_CONFIG_BYTES, tooLarge, yamlValue } from './yaml-value.js'
 
-const MAX_SYNTAX_ERRORS = 3
-
-export interface ConfigIssue {
-  /** Where: a config path (`providers.inference[1].config.base_url`) or `file:line:col`. */
-  readonly path: string
-  readonly message: string
-}
-
-/** A config that cannot be used. `issues` lists every problem found, each with its path. */
-export class ConfigError extends Error {
-  override name = 'ConfigError'
-  readonly code = 'invalid_config'
-  constructor(
-    readonly issues: readonly ConfigIssue[],
-    readonly source: string,
-  ) {
-    super(`${source} is not a valid stack config:\n${issues.map(i => `  ${i.path}: ${i.message}`).join('\n')}`)
-  }
-}
+export { ConfigError, formatPath, type ConfigIssue } from './config-error.js'
 
 export interface LoadOptions {
   /** Refuse, as errors, what troupe would otherwise skip or ignore with a warning (`--strict`). */
@@ -51,30 +34,49 @@ export interface LoadedConfig {
 }
 
 export async function loadConfigFile(file: string, env: Env = process.env, options: LoadOptions = {}): Promise<LoadedConfig> {
+  let bytes: Buffer
+  try {
+    bytes = await readAtMost(file, MAX_CONFIG_BYTES)
+  } catch (error) {
+    if (error instanceof ConfigError) throw error
+    throw new ConfigError([{ path: file, message: `cannot read: ${(error as Error).message}` }], file)
+  }
   let text: string
   try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    throw new ConfigError([{ path: file, message: `cannot read: ${(error as Error).message}` }], file)
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+  } catch {
+    throw new ConfigError([{ path: file, message: 'the file is not UTF-8 text' }], file)
   }
   return parseConfig(text, env, file, options)
 }
 
+/**
+ * The file's bytes, or a ConfigError when it has more than `limit`: its size is checked before
+ * it is read, and the read is bounded too (a pipe or a device says nothing of its size).
+ */
+async function readAtMost(file: string, limit: number): Promise<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    const { size } = await handle.stat()
+    if (size > limit) throw tooLarge(String(size), file)
+    const buffer = Buffer.allocUnsafe(limit + 1)
+    let length = 0
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null)
+      if (bytesRead === 0) return buffer.subarray(0, length)
+      length += bytesRead
+    }
+    throw tooLarge(`more than ${limit}`, file)
+  } finally {
+    await handle.close()
+  }
+}
+
+
 /** Parses, keeps what troupe serves, substitutes env references, validates, and checks store references. */
 export function parseConfig(text: string, env: Env = process.env, source = 'stack.yaml', options: LoadOptions = {}): LoadedConfig {
   const strict = options.strict === true
-  const document = parseDocument(text, { prettyErrors: true })
-  if (document.errors.length > 0) {
-    // After the first few, YAML errors are nearly always consequences of the first.
-    const shown = document.errors.slice(0, MAX_SYNTAX_ERRORS).map(error => {
-      const at = error.linePos?.[0]
-      return { path: at ? `${source}:${at.line}:${at.col}` : source, message: (error.message.split('\n')[0] ?? error.message).replace(/ at line \d+, column \d+:?$/, '') }
-    })
-    const more = document.errors.length - shown.length
-    if (more > 0) shown.push({ path: source, message: `${more} more YAML errors after these, most likely caused by the first` })
-    throw new ConfigError(shown, source)
-  }
-  const raw: unknown = document.toJS() ?? {}
+  const raw = yamlValue(text, source)
   if (!isPlainObject(raw)) throw new ConfigError([{ path: source, message: 'the top level must be a mapping' }], source)
 
   const problems: EnvProblem[] = []
@@ -97,6 +99,7 @@ export function parseConfig(text: string, env: Env = process.env, source = 'stac
   const warnings = [...(strict ? [] : ignored), ...servedDifferently(config)]
   return { config, warnings, strict, source, sha256: sha256Of(text), providerIndexes: indexes }
 }
+
 
 /** Notes on what is served, but not as llama-stack serves it: a warning each, under --strict too. */
 function servedDifferently(config: StackConfig): ConfigIssue[] {
@@ -138,11 +141,3 @@ function originalPath(path: string, indexes: Map<string, number[]>, modelIndexes
     })
 }
 
-export function formatPath(path: ReadonlyArray<string | number | symbol>): string {
-  let out = ''
-  for (const segment of path) {
-    if (typeof segment === 'number') out += `[${segment}]`
-    else out += out === '' ? String(segment) : `.${String(segment)}`
-  }
-  return out
-}

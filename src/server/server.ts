@@ -15,7 +15,7 @@ import type { ReconcilerMessage } from '../stack/reconciler.js'
 import { runtimeRoutes } from './routes/runtime.js'
 import { createAuthenticator, isPublicRoute, type Authenticator, type AuthProviderConfig } from './auth.js'
 import { sameValue } from '../config/index.js'
-import { HttpError, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
+import { clientErrorOf, HttpError, rawErrorResponse, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
 import { ServedRequest } from './served-request.js'
@@ -694,6 +694,8 @@ class Listener {
   #bound: { readonly port: number; readonly host: string; readonly url: string } | undefined
   /** Settles once the server has stopped accepting and its last connection has closed. */
   #stopped: Promise<void> | undefined
+  /** Sockets answered with an error node:http's parser raised, closing once the client has read it. */
+  readonly #refused = new WeakSet<Socket>()
 
   constructor(tls: TlsFiles | undefined, serve: (request: ServedRequest) => void) {
     this.#tls = tls
@@ -705,10 +707,15 @@ class Listener {
       if (inFlight !== undefined) this.#connections.set(socket, inFlight + 1)
       res.once('close', () => this.#settled(request, socket))
       if (this.#stopped !== undefined) res.setHeader('connection', 'close')
-      serve(request)
+      // RFC 9112 §3.2, checked here rather than by node, whose answer has no error body.
+      if (req.headers.host === undefined && req.httpVersion === '1.1') {
+        res.setHeader('connection', 'close')
+        sendError(res, NO_HOST)
+      } else serve(request)
     }
-    this.#https = tls === undefined ? undefined : createHttpsServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, ...tlsOptions(tls) }, accept)
-    this.server = this.#https ?? createServer({ keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, accept)
+    const options = { keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, requireHostHeader: false }
+    this.#https = tls === undefined ? undefined : createHttpsServer({ ...options, ...tlsOptions(tls) }, accept)
+    this.server = this.#https ?? createServer(options, accept)
     this.server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket)
       socket.once('close', () => this.#sockets.delete(socket))
@@ -719,6 +726,40 @@ class Listener {
       // Accepted before intake stopped, ready only after: there is nothing it may send.
       if (this.#stopped !== undefined) socket.destroySoon()
     })
+    this.server.on('clientError', (error: NodeJS.ErrnoException & { reason?: string }, socket: Socket) => this.#refuse(error, socket))
+    // Answered by node with a bare 417, or (CONNECT) with a closed connection, without these.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      sendError(res, new HttpError(417, 'expectation_failed', `Expect: ${req.headers.expect ?? ''} is not supported; only 100-continue is`))
+    })
+    this.server.on('connect', (req: IncomingMessage, socket: Socket) => {
+      refuseUnparsed(socket, rawErrorResponse(new HttpError(405, 'method_not_allowed', `CONNECT ${req.url ?? ''}: troupe is not a proxy`)))
+    })
+  }
+
+  /**
+   * A request node:http refused before it became one (bad syntax, headers too large, a
+   * timeout): answered in OpenAI's error shape, where node would send a bare status line. node
+   * calls this again for each chunk that arrives after the first error, on a socket answered
+   * already: refuseUnparsed closes it.
+   */
+  #refuse(error: NodeJS.ErrnoException & { reason?: string }, socket: Socket): void {
+    if (this.#refused.has(socket)) return
+    const answer = clientErrorOf(error)
+    // A connection that failed, or a response already part way out: there is no one, or no room, to answer.
+    if (answer === undefined || !socket.writable || socket.destroyed || this.#answering(socket)) {
+      socket.destroy()
+      return
+    }
+    this.#refused.add(socket)
+    // A request whose body could not be parsed is over; its handler must not answer too.
+    for (const request of this.#requests) if (request.req.socket === socket) request.cancel()
+    refuseUnparsed(socket, rawErrorResponse(answer))
+  }
+
+  /** Whether a response on `socket` has begun: bytes of it may be on the wire. */
+  #answering(socket: Socket): boolean {
+    for (const request of this.#requests) if (request.req.socket === socket && request.res.headersSent) return true
+    return false
   }
 
   get url(): string | undefined {
@@ -831,6 +872,34 @@ class Listener {
 }
 
 const netServerClose = NetServer.prototype.close
+
+const NO_HOST = new HttpError(400, 'bad_request', 'an HTTP/1.1 request needs a Host header')
+
+/** How long a connection answered with a parse error stays open for its client to read the answer. */
+const REFUSED_LINGER_MS = 2_000
+/** How much a client may send after its request was refused as malformed before its connection is cut. */
+const REFUSED_DISCARD_BYTES = 1024 * 1024
+
+/**
+ * Writes `response` and half-closes, then discards what the client still sends (read by node's
+ * failed parser, or by this alone on a socket node handed over) until the client closes too, REFUSED_DISCARD_BYTES or
+ * REFUSED_LINGER_MS: closing a socket with unread bytes makes the kernel reset the connection,
+ * and the client would lose the answer (RFC 9112 §9.6, lingering close).
+ */
+function refuseUnparsed(socket: Socket, response: string): void {
+  let discarded = 0
+  const cut = (): void => void socket.destroy()
+  const linger = setTimeout(cut, REFUSED_LINGER_MS).unref()
+  const discard = (chunk: Buffer): void => {
+    discarded += chunk.length
+    if (discarded > REFUSED_DISCARD_BYTES) cut()
+  }
+  socket.on('data', discard).once('close', () => {
+    clearTimeout(linger)
+    socket.off('data', discard)
+  })
+  socket.end(response)
+}
 
 function tlsOptions(tls: TlsFiles): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert?: boolean; rejectUnauthorized?: boolean } {
   return { cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }

@@ -22,6 +22,7 @@ function linkPair(ringBytes: number) {
     },
     control: () => {},
     unencodable: () => {},
+    undecodable: () => {},
     linkClosed: () => received.push('closed'),
     expectsReply: () => false,
   }
