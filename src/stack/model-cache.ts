@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { UpstreamModel } from '../../actors/providers/inference/protocol.js'
 import { withoutSecrets } from './provider-secrets.js'
 
 /**
@@ -17,16 +18,8 @@ import { withoutSecrets } from './provider-secrets.js'
  * model's provider), a provider's crash restart (that one).
  */
 
-/** A model a provider says it serves, with what it reports of it. */
-export interface ServedModel {
-  readonly id: string
-  readonly model_type: 'llm' | 'embedding'
-  readonly context_length?: number
-  readonly embedding_dimension?: number
-  readonly capabilities?: readonly string[]
-  /** Anything else the backend reports that is worth showing (family, quantization, owner). */
-  readonly details?: Readonly<Record<string, unknown>>
-}
+/** A model a provider says it serves, with what it reports of it: the provider protocol's own shape. */
+export type ServedModel = UpstreamModel
 
 export interface CachedListing {
   readonly models: readonly ServedModel[]

@@ -213,18 +213,7 @@ export class StackMetrics implements ServerMetrics {
 
   /** A gauge set from the scrape's gathering; series not recorded this time are dropped. */
   #gauge<L extends string>(name: string, help: string, labelNames: readonly L[], fill: Fill<L>): void {
-    const gathered = (): Promise<Gathered> => this.#gathered()
-    new Gauge<L>({
-      name,
-      help,
-      labelNames,
-      registers: [this.registry],
-      async collect() {
-        const g = await gathered()
-        this.reset()
-        fill(g, (labels, value) => this.set(labels, value))
-      },
-    })
+    new Gauge<L>({ name, help, labelNames, registers: [this.registry], collect: this.#collector<Gauge<L>, L>(fill, (gauge, labels, value) => gauge.set(labels, value)) })
   }
 
   /**
@@ -232,18 +221,17 @@ export class StackMetrics implements ServerMetrics {
    * increment). A total that restarts with its actor or thread reads as a counter reset.
    */
   #counter<L extends string>(name: string, help: string, labelNames: readonly L[], fill: Fill<L>): void {
+    new Counter<L>({ name, help, labelNames, registers: [this.registry], collect: this.#collector<Counter<L>, L>(fill, (counter, labels, value) => counter.inc(labels, value)) })
+  }
+
+  /** A collect callback: the metric emptied, then filled from the scrape's shared gathering by `record`. */
+  #collector<M extends { reset(): void }, L extends string>(fill: Fill<L>, record: (metric: M, labels: Partial<Record<L, string | number>>, value: number) => void): (this: M) => Promise<void> {
     const gathered = (): Promise<Gathered> => this.#gathered()
-    new Counter<L>({
-      name,
-      help,
-      labelNames,
-      registers: [this.registry],
-      async collect() {
-        const g = await gathered()
-        this.reset()
-        fill(g, (labels, value) => this.inc(labels, value))
-      },
-    })
+    return async function (this: M) {
+      const g = await gathered()
+      this.reset()
+      fill(g, (labels, value) => record(this, labels, value))
+    }
   }
 
   /**

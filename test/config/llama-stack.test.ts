@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { runCli } from '../fixtures/cli.js'
-import { configIssues as issues } from '../fixtures/config.js'
-import { ConfigError, parseConfig, type ConfigIssue } from '../../src/config/index.js'
+import { configIssues as issues, issuesOf } from '../fixtures/config.js'
+import { parseConfig } from '../../src/config/index.js'
 
 /** llama-stack's own starter distribution config, as published (see its header). */
 const STARTER_FILE = fileURLToPath(new URL('../fixtures/llama-stack/starter-run.yaml', import.meta.url))
@@ -44,15 +44,6 @@ const STARTER_SKIPS = [
   'registered_resources.models[2]',
 ]
 
-function issuesOf(fn: () => unknown): ConfigIssue[] {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
 
 t.test("llama-stack's starter config validates with no environment, with one warning for each part troupe skips", async t => {
   const { config, warnings } = parseConfig(STARTER, { SQLITE_STORE_DIR: '/srv/llama' }, 'starter.yaml')

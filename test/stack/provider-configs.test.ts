@@ -1,21 +1,13 @@
 import t from 'tap'
 import { z } from 'zod'
-import { ConfigError, parseConfig, type ConfigIssue } from '../../src/config/index.js'
+import { parseConfig } from '../../src/config/index.js'
 import { BUILTIN_PROVIDERS, resolveProviders, type ProviderSpec, type ResolvedProvider } from '../../src/stack/providers.js'
 import { openaiProvider } from '../../actors/providers/inference/openai.js'
 import { ollamaProvider } from '../../actors/providers/inference/ollama.js'
+import { issuesOf } from '../fixtures/config.js'
 
 const CA = new URL('../fixtures/tls/cert.pem', import.meta.url).pathname
 
-function issuesOf(fn: () => unknown): ConfigIssue[] {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
 
 /** The one inference provider of `type` with `config` (YAML flow mapping), resolved. */
 function resolve(type: string, config = '{}', env: Record<string, string> = {}): ResolvedProvider {

@@ -1,19 +1,11 @@
 import t from 'tap'
 import { z } from 'zod'
-import { ConfigError, parseConfig } from '../../src/config/index.js'
+import { parseConfig } from '../../src/config/index.js'
 import { BUILTIN_PROVIDERS, resolveProviders, type ProviderSpec } from '../../src/stack/providers.js'
 import { checkStack } from '../../src/supervisor/stack.js'
 import { openaiProvider } from '../../actors/providers/inference/openai.js'
+import { issuesOf } from '../fixtures/config.js'
 
-function issuesOf(fn: () => unknown): Array<{ path: string; message: string }> {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return [...error.issues]
-    throw error
-  }
-  return []
-}
 
 const providersYaml = (list: string): string => `
 providers:
