@@ -5,6 +5,7 @@ import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
 import { RedactingDestination, SECRET_PATHS } from './supervisor/redaction.js'
 import { requestReload } from './supervisor/reload-client.js'
+import { inspectServer } from './supervisor/inspect-client.js'
 import { serveReloads } from './supervisor/triggers.js'
 import { checkStackWithWorkflows, startStack, type RunningStack } from './supervisor/stack.js'
 import { newApiKey } from './server/auth.js'
@@ -19,6 +20,9 @@ import { newApiKey } from './server/auth.js'
  *   troupe reload --config stack.yaml    ask the running server (found by the file's server address,
  *   troupe reload --url http://host:port or named by --url) to re-read its config; exit 1 if refused
  * A running server also reloads on SIGHUP and when its config file's content changes.
+ *   troupe inspect --config stack.yaml   the running stack's health, config generation, threads and
+ *   troupe inspect --url URL [--json]    actor tree, printed for a terminal; exit 1 if unhealthy
+ * reload and inspect send --token (or TROUPE_TOKEN) as a Bearer token, for a server with server.auth.
  *   troupe keys new [--principal NAME]   print a new API key, and the server.auth api_keys entry
  *                                        (its sha256 hash) that admits it; the key is shown once
  * Without --config, start runs a bare actor system (no stack) and prints its tree.
@@ -33,15 +37,17 @@ async function main(argv: string[]): Promise<number> {
       strict: { type: 'boolean', default: false },
       workers: { type: 'string' },
       principal: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
     allowNegative: true,
   })
   const command = positionals[0] ?? 'start'
-  if (values.help || !['start', 'validate', 'reload', 'keys'].includes(command) || (command === 'keys' && positionals[1] !== 'new')) {
+  if (values.help || !['start', 'validate', 'reload', 'inspect', 'keys'].includes(command) || (command === 'keys' && positionals[1] !== 'new')) {
     process.stdout.write(
-      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch] [--strict]\n       troupe validate --config stack.yaml [--strict]\n       troupe reload (--config stack.yaml | --url URL)\n       troupe keys new [--principal NAME]\n',
+      'usage: troupe [start] [--config stack.yaml] [--workers N] [--no-watch] [--strict]\n       troupe validate --config stack.yaml [--strict]\n       troupe reload (--config stack.yaml | --url URL) [--token T]\n       troupe inspect (--config stack.yaml | --url URL) [--token T] [--json]\n       troupe keys new [--principal NAME]\n',
     )
     return values.help ? 0 : 2
   }
@@ -51,7 +57,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`key: ${key}\n# under server.auth.provider_config (type: api_keys), keys:\n- { hash: '${hash}', principal: ${JSON.stringify(principal)} }\n`)
     return 0
   }
-  if (command === 'reload') return requestReload({ config: values.config, url: values.url })
+  const token = values.token ?? (process.env['TROUPE_TOKEN'] || undefined)
+  if (command === 'reload') return requestReload({ config: values.config, url: values.url, token })
+  if (command === 'inspect') return inspectServer({ config: values.config, url: values.url, token, json: values.json })
   let loaded: LoadedConfig | undefined
   if (values.config !== undefined) {
     try {

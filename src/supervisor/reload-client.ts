@@ -7,13 +7,23 @@ import { isPlainObject } from '../config/fields.js'
 import { stackConfigSchema } from '../config/schema.js'
 
 /**
- * `troupe reload`: asks a running server to re-read its config through POST /v1/admin/reload,
- * found by `--url` or by the server address in `--config FILE` (the server's own file: a
- * wildcard host is reached on loopback; with server.tls, over HTTPS trusting the server's own
- * certificate). Prints what the server applied, or every error of a refused file. Exit code:
- * 0 applied or unchanged, 1 refused or failed, 2 bad usage.
+ * How the admin commands (`troupe reload`, `troupe inspect`) reach a running server: `--url`,
+ * or the server address in `--config FILE` (the server's own file: a wildcard host is reached
+ * on loopback; with server.tls, over HTTPS trusting the server's own certificate); `--token`
+ * (or TROUPE_TOKEN) is sent as a Bearer token when server.auth is on.
  */
-export async function requestReload(options: { readonly config?: string | undefined; readonly url?: string | undefined }): Promise<number> {
+export interface AdminTarget {
+  readonly config?: string | undefined
+  readonly url?: string | undefined
+  readonly token?: string | undefined
+}
+
+/**
+ * `troupe reload`: asks a running server to re-read its config through POST /v1/admin/reload.
+ * Prints what the server applied, or every error of a refused file. Exit code: 0 applied or
+ * unchanged, 1 refused or failed, 2 bad usage.
+ */
+export async function requestReload(options: AdminTarget): Promise<number> {
   let target: { url: URL; ca?: Buffer }
   try {
     target = await targetOf(options)
@@ -23,7 +33,7 @@ export async function requestReload(options: { readonly config?: string | undefi
   }
   let answer: { status: number; body: string }
   try {
-    answer = await post(new URL('/v1/admin/reload', target.url), target.ca)
+    answer = await call('POST', new URL('/v1/admin/reload', target.url), target.ca, options.token)
   } catch (error) {
     const moved = options.url === undefined ? ' (if this edit moves the server, name the running one with --url, or send it SIGHUP)' : ''
     process.stderr.write(`reload: no server answered at ${target.url.origin}: ${(error as Error).message}${moved}\n`)
@@ -45,7 +55,7 @@ export async function requestReload(options: { readonly config?: string | undefi
   return body['result'] === 'applied' || body['result'] === 'unchanged' ? 0 : 1
 }
 
-async function targetOf(options: { readonly config?: string | undefined; readonly url?: string | undefined }): Promise<{ url: URL; ca?: Buffer }> {
+export async function targetOf(options: AdminTarget): Promise<{ url: URL; ca?: Buffer }> {
   if (options.url !== undefined) {
     try {
       return { url: new URL(options.url) }
@@ -60,10 +70,12 @@ async function targetOf(options: { readonly config?: string | undefined; readonl
   return { url: new URL(`${scheme}://${host.includes(':') ? `[${host}]` : host}:${server.port}`), ...(server.tls === undefined ? {} : { ca: readFileSync(server.tls.certfile) }) }
 }
 
-function post(url: URL, ca: Buffer | undefined): Promise<{ status: number; body: string }> {
+/** One request to the server, its status and body. */
+export function call(method: 'GET' | 'POST', url: URL, ca: Buffer | undefined, token: string | undefined): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
-    const req = send(url, { method: 'POST', headers: { 'content-length': 0 }, ...(ca === undefined ? {} : { ca }) }, res => {
+    const headers = { ...(method === 'POST' ? { 'content-length': 0 } : {}), ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) }
+    const req = send(url, { method, headers, ...(ca === undefined ? {} : { ca }) }, res => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }))

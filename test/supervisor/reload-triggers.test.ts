@@ -79,3 +79,37 @@ t.test('a change of the content reloads; a touch does not; a symlink swapped und
   running.child.kill('SIGTERM')
   t.equal(await running.exited, 0)
 })
+
+t.test('with server.auth, `troupe reload` and `troupe inspect` send --token (or TROUPE_TOKEN); without it they are refused', async t => {
+  const upstream = await fakeOpenAI({ apiKey: 'sk-test' })
+  t.teardown(() => upstream.close())
+  const dir = tempDir(t)
+  const key = 'tr-reload-triggers'
+  const { createHash } = await import('node:crypto')
+  const auth = `auth: { provider_config: { type: api_keys, keys: [{ hash: 'sha256:${createHash('sha256').update(key).digest('hex')}', principal: operator }] } }`
+  const yaml = cliStackConfig(dir, upstream.url, 5000, await freePort()).replace(/^server: \{ (.*) \}$/m, `server: { $1, ${auth} }`)
+  t.match(yaml, /auth: \{ provider_config/, 'the config has server.auth')
+  const file = join(dir, 'stack.yaml')
+  writeFileSync(file, yaml)
+  const running = await startCli(t, file)
+
+  const refused = await runCli(['reload', '--config', file])
+  t.equal(refused.code, 1)
+  t.match(refused.stderr, /reload refused \(401\): authentication required/)
+  writeFileSync(file, yaml.replace('image_name: shutdown', 'image_name: with-token'))
+  const byToken = await runCli(['reload', '--config', file, '--token', key])
+  t.equal(byToken.code, 0, byToken.stderr)
+  t.equal(await imageName(running.url), 'with-token', 'version is public, and shows the reload applied')
+
+  t.match(await runCli(['inspect', '--url', running.url]), { code: 1, stderr: /401: authentication required/ })
+  const shown = await runCli(['inspect', '--config', file], { TROUPE_TOKEN: key })
+  t.equal(shown.code, 0, shown.stderr)
+  t.match(shown.stdout, /^http:\/\/127\.0\.0\.1:\d+ {2}OK\nconfig {2}.*stack\.yaml {2}generation 2 {2}sha256 [0-9a-f]{12} {2}last reload applied \(admin\)/)
+  t.match(shown.stdout, /\nthreads\n {2}main {2}\d+ actors/)
+  t.match(shown.stdout, /\n {4}provider:up {2}openaiProvider {2}thread \d+ {2}running {2}restarts 0/)
+  const json = await runCli(['inspect', '--url', running.url, '--json', '--token', key])
+  t.match(JSON.parse(json.stdout), { health: { status: 'OK' }, config: { generation: 2 }, actors: { root: { kind: 'supervisor' } } })
+
+  running.child.kill('SIGTERM')
+  t.equal(await running.exited, 0)
+})
