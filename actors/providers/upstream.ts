@@ -1,10 +1,6 @@
 import type { ConnectionOptions } from 'node:tls'
 import { Pool, errors, type Dispatcher } from 'undici'
 import { ActorError, type Cancellation } from '../../src/index.js'
-import type { ProviderHealth } from './inference/protocol.js'
-
-/** A health check waits this long, not the provider's (long) inference timeout. */
-const PROBE_TIMEOUT_MS = 3000
 
 export interface UpstreamOptions {
   /** The provider id, for errors and logs. */
@@ -28,8 +24,6 @@ interface Call {
   readonly body?: unknown
   /** Cancelling aborts the upstream request. */
   readonly cancellation?: Cancellation
-  /** Overrides the provider timeout (health checks want a short one). */
-  readonly timeoutMs?: number
 }
 
 /**
@@ -114,14 +108,6 @@ export class Upstream {
     }
   }
 
-  /** Whether the upstream answers a GET of `path` in time; never rejects. */
-  probe(path: string, cancellation: Cancellation): Promise<ProviderHealth> {
-    return this.json({ method: 'GET', path, cancellation, timeoutMs: PROBE_TIMEOUT_MS }).then(
-      (): ProviderHealth => ({ status: 'ok' }),
-      (error: ActorError): ProviderHealth => ({ status: 'unreachable', message: error.message }),
-    )
-  }
-
   close(): Promise<void> {
     return this.#pool.close()
   }
@@ -134,7 +120,6 @@ export class Upstream {
       path: this.#basePath + call.path,
       headers,
       ...(call.body === undefined ? {} : { body: JSON.stringify(call.body) }),
-      ...(call.timeoutMs === undefined ? {} : { headersTimeout: call.timeoutMs, bodyTimeout: call.timeoutMs }),
     }
   }
 
@@ -166,7 +151,7 @@ export class Upstream {
     if (error instanceof ActorError) return error
     const where = `provider '${this.#options.provider}': ${call.method} ${call.path}`
     if (error instanceof errors.HeadersTimeoutError || error instanceof errors.BodyTimeoutError || error instanceof errors.ConnectTimeoutError) {
-      return new ActorError('timeout', `${where}: no answer within ${call.timeoutMs ?? this.#options.timeoutMs} ms`)
+      return new ActorError('timeout', `${where}: no answer within ${this.#options.timeoutMs} ms`)
     }
     if (error instanceof errors.RequestAbortedError || (error as Error).name === 'AbortError') {
       return new ActorError('cancelled', `${where}: aborted by the caller`)

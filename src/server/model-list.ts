@@ -176,6 +176,11 @@ function reported(served: ServedModel | undefined): Record<string, unknown> {
   }
 }
 
+/** Whether `providerId` serves `modelId` now, as /v1/models shows it: available, not (with why), or not known yet. */
+export function modelAvailability(providerId: string, modelId: string, availability: ProviderAvailability | undefined): { available: boolean | null; unavailable_reason?: string } {
+  return availabilityOf(providerId, modelId, availability, servedBy(availability, modelId))
+}
+
 function availabilityOf(providerId: string, modelId: string, availability: ProviderAvailability | undefined, served: ServedModel | undefined): { available: boolean | null; unavailable_reason?: string } {
   if (availability === undefined || availability.state === 'unknown') return { available: null }
   if (availability.state === 'unreachable') return { available: false, unavailable_reason: availability.reason ?? `provider '${providerId}' is unreachable` }

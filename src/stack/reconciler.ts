@@ -345,6 +345,7 @@ async function listModels(state: State, provider: ReconciledProvider): Promise<{
   return { models: listed.map(servedModel), latencyMs: Math.round((performance.now() - started) * 10) / 10 }
 }
 
+/** Only the fields troupe shows: an external provider module (providers[].module) may answer with more. */
 function servedModel(model: UpstreamModel): ServedModel {
   const { id, model_type, context_length, embedding_dimension, capabilities, details } = model
   return {

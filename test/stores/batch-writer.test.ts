@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { ActorError, type ActorRef } from '../../src/index.js'
 import { BatchWriter, type BatchWriterOptions, type Write } from '../../actors/stores/batch-writer.js'
 import { tableStore } from '../../actors/stores/table-store.js'
@@ -281,10 +281,15 @@ t.test('property: every write that resolves is stored with its value, a group la
     }),
     { numRuns: 100 },
   )
+  heldEveryRun(t, details, tally)
+})
+
+/** Every run of a property held, and the runs did what the property is about: stored, refused for room and for a bad row, filled the queue. */
+function heldEveryRun<T>(t: Test, details: fc.RunDetails<T>, tally: ReturnType<typeof newTally>): void {
   t.notOk(details.failed, details.failed ? `${fc.defaultReportMessage(details)}\n${String(details.errorInstance)}` : 'every run held')
   t.comment(JSON.stringify(tally))
   t.ok(tally.committed > 0 && tally.refusedRoom > 0 && tally.refusedRow > 0 && tally.full > 0, 'the runs stored writes, refused some for room and some for a bad row, and filled the queue')
-})
+}
 
 t.test('property: the same, against a store that holds writes and fails some for a while (the fake)', async t => {
   const tally = newTally()
@@ -301,9 +306,7 @@ t.test('property: the same, against a store that holds writes and fails some for
     }),
     { numRuns: 60 },
   )
-  t.notOk(details.failed, details.failed ? `${fc.defaultReportMessage(details)}\n${String(details.errorInstance)}` : 'every run held')
-  t.comment(JSON.stringify(tally))
-  t.ok(tally.committed > 0 && tally.refusedRoom > 0 && tally.refusedRow > 0 && tally.full > 0, 'the runs stored writes, refused some for room and some for a bad row, and filled the queue')
+  heldEveryRun(t, details, tally)
 })
 
 // ---- each rule alone, on the fake -------------------------------------------------------------

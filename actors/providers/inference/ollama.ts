@@ -116,8 +116,6 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
         const tags = await upstream.json<{ models?: OllamaTag[] }>({ method: 'GET', path: '/api/tags', cancellation: ctx.cancellation })
         return (Array.isArray(tags.models) ? tags.models : []).filter(model => typeof model?.name === 'string').map(upstreamModel)
       }
-      case 'health':
-        return upstream.probe('/api/tags', ctx.cancellation)
     }
   },
   stream(state, msg: InferenceMessage, ctx) {

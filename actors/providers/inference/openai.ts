@@ -81,8 +81,6 @@ export const openaiProvider = defineBehavior(import.meta.url, 'openaiProvider', 
         const data = Array.isArray(list.data) ? list.data : []
         return data.filter(model => typeof model?.id === 'string' && (state.allowed === undefined || state.allowed.has(model.id))).map(upstreamModel)
       }
-      case 'health':
-        return upstream.probe('/models', ctx.cancellation)
     }
   },
   async *stream(state, msg: InferenceMessage, ctx) {

@@ -75,7 +75,6 @@ export interface UpstreamModel {
   readonly details?: Readonly<Record<string, unknown>>
 }
 
-export type ProviderHealth = { status: 'ok' } | { status: 'unreachable'; message: string }
 
 const request = z.object({ model: z.string() }).loose()
 const chatRequest = z.object({ model: z.string(), messages: z.array(z.object({ role: z.string() }).loose()) }).loose()
@@ -86,10 +85,8 @@ export const inferenceProtocol = z.discriminatedUnion('type', [
   /** Replies with a TextCompletion; streamed (ref.stream), yields TextCompletion chunks. */
   z.object({ type: z.literal('completion'), request }),
   z.object({ type: z.literal('embeddings'), request }),
-  /** What the upstream serves now: UpstreamModel[]. */
+  /** What the upstream serves now: UpstreamModel[]. The reconciler asks it; whether it answers is the provider's health. */
   z.object({ type: z.literal('listModels') }),
-  /** Whether the upstream answers: ProviderHealth. Never rejects. */
-  z.object({ type: z.literal('health') }),
 ])
 export type InferenceMessage = z.infer<typeof inferenceProtocol>
 

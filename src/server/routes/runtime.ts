@@ -2,7 +2,7 @@ import { actorNodes, type ActorRef, type ActorSystem } from '../../actor/index.j
 import type { ProviderEntry } from '../../../actors/routing/models.js'
 import type { ProviderRuntime, ReconcilerMessage, RuntimeSnapshot } from '../../stack/reconciler.js'
 import { HttpError, sendJson } from '../http.js'
-import { openAiModel, type ServedModelList } from '../model-list.js'
+import { modelAvailability, type ServedModelList } from '../model-list.js'
 import { HANDLED, type Route } from '../route.js'
 
 /** What the runtime routes read, each at the moment of the request. */
@@ -85,9 +85,8 @@ function providerInfos(hooks: RuntimeHooks, snapshot: RuntimeSnapshot | undefine
     const runtime = known.get(entry.providerId)
     const unavailable = [...models.byId.values()]
       .filter(model => model.provider_id === entry.providerId)
-      .map(model => ({ model_id: model.identifier, view: openAiModel(model, models.runtime[entry.providerId]) }))
-      .filter(({ view }) => view['available'] === false)
-      .map(({ model_id, view }) => ({ model_id, reason: String(view['unavailable_reason']) }))
+      .map(model => ({ model_id: model.identifier, ...modelAvailability(entry.providerId, model.provider_model_id, models.runtime[entry.providerId]) }))
+      .flatMap(({ model_id, available, unavailable_reason }) => (available === false ? [{ model_id, reason: unavailable_reason ?? '' }] : []))
     if (runtime === undefined) {
       return { api: entry.api, provider_id: entry.providerId, provider_type: entry.providerType, config: null, health: { status: 'Unknown' }, runtime: null, unavailable_models: unavailable }
     }
