@@ -268,13 +268,14 @@ export class BatchWriter {
   }
 
   /**
-   * Kicks once the current turn of the event loop is over, so that the writes one turn makes
-   * (a run's event, journal entry and row update) go in one batch even when one is durable.
+   * Kicks once the current turn of the event loop is over, promise continuations included, so
+   * that the writes one turn makes go in one batch even when one is durable: a new run's row and
+   * its first step's journal entry, a finished run's terminal event, row update and session.
    */
   #schedule(): void {
     if (this.#scheduled) return
     this.#scheduled = true
-    queueMicrotask(() => {
+    setImmediate(() => {
       this.#scheduled = false
       this.#kick()
     })

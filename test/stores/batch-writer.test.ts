@@ -468,6 +468,18 @@ t.test('durable writes made in one turn go in one batch, at once, with any other
   t.same(fake.transactions, [{ ids: ['d1', 'n1', 'd2', 'g1', 'g2'], durable: true }], 'one durable transaction')
 })
 
+t.test('writes made in promise continuations of the same turn share its batch', async t => {
+  // As a run's row is written, then its first step's journal entry a few awaits later.
+  const fake = newFakeTable()
+  const writer = new BatchWriter(await spawnFakeTable(system, fake), { maxQueue: 100, writers: 4, lingerMs: 5_000 })
+  const first = writer.write(upsert('row'), { durable: true })
+  const later = Promise.resolve()
+    .then(() => undefined)
+    .then(() => writer.write(upsert('journal'), { durable: true }))
+  t.same(await Promise.all([first.done, (await later).done]), [1, 1])
+  t.same(fake.transactions, [{ ids: ['row', 'journal'], durable: true }], 'one durable transaction')
+})
+
 t.test('durable writes that arrive while the writers are busy share the next commit (group commit)', async t => {
   const fake = newFakeTable()
   const gate = latch()

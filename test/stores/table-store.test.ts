@@ -191,17 +191,33 @@ for (const backend of backends) {
       ], r => `${r['conversation']}/${r['seq']}`)
     })
 
-    await t.test('a transaction is all or nothing', async t => {
+    // A durable transaction commits on its own path on LMDB (synchronously, when no other is
+    // under way): both paths must roll back alike.
+    for (const durable of [false, true]) {
+      await t.test(`a transaction is all or nothing${durable ? ' (durable)' : ''}`, async t => {
+        const table = freshTable()
+        await store.ask({ type: 'createTable', table: messages(table) })
+        await store.ask({ type: 'insert', table, row: row(1) })
+        await t.rejects(
+          store.ask({ type: 'transaction', durable, ops: [{ type: 'insert', table, row: row(2) }, { type: 'update', table, where: { id: 'm001' }, values: { tokens: 7 } }, { type: 'insert', table, row: row(1) }] }),
+          { code: 'conflict' },
+        )
+        t.equal(await store.ask({ type: 'fetchOne', table, where: { id: 'm002' } }), null, 'the first insert was rolled back')
+        t.equal(((await store.ask({ type: 'fetchOne', table, where: { id: 'm001' } })) as { tokens: number }).tokens, 1, 'and the update')
+        t.same(await store.ask({ type: 'transaction', durable, ops: [{ type: 'insert', table, row: row(2) }, { type: 'delete', table, where: { id: 'm001' } }] }), [1, 1])
+        t.same(await store.ask({ type: 'fetchOne', table, where: { id: 'm002' } }), row(2), 'a committed transaction reads back')
+      })
+    }
+
+    await t.test('durable and lingering transactions sent at once all land, each whole', async t => {
       const table = freshTable()
       await store.ask({ type: 'createTable', table: messages(table) })
-      await store.ask({ type: 'insert', table, row: row(1) })
-      await t.rejects(
-        store.ask({ type: 'transaction', ops: [{ type: 'insert', table, row: row(2) }, { type: 'update', table, where: { id: 'm001' }, values: { tokens: 7 } }, { type: 'insert', table, row: row(1) }] }),
-        { code: 'conflict' },
+      const sent = Array.from({ length: 12 }, (_, i) =>
+        store.ask({ type: 'transaction', durable: i % 3 === 0, ops: [{ type: 'insert', table, row: row(2 * i + 1) }, { type: 'insert', table, row: row(2 * i + 2) }] }),
       )
-      t.equal(await store.ask({ type: 'fetchOne', table, where: { id: 'm002' } }), null, 'the first insert was rolled back')
-      t.equal(((await store.ask({ type: 'fetchOne', table, where: { id: 'm001' } })) as { tokens: number }).tokens, 1, 'and the update')
-      t.same(await store.ask({ type: 'transaction', ops: [{ type: 'insert', table, row: row(2) }, { type: 'delete', table, where: { id: 'm001' } }] }), [1, 1])
+      t.same(await Promise.all(sent), sent.map(() => [1, 1]))
+      const page = await store.ask<RowPage>({ type: 'fetchAll', table, limit: 100 })
+      t.equal(page.rows.length, 24, 'every row of every transaction')
     })
 
     await t.test('rows written in one transaction with updates between them come back as written', async t => {

@@ -94,6 +94,21 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
     }
   }
 
+  /**
+   * lmdb-js's async transactions under way. A synchronous one is begun only when there are none:
+   * it would wait for the write lock that an async one holds while it waits for this thread to
+   * run its callback.
+   */
+  let asyncTransactions = 0
+  const inAsyncTransaction = async <T>(callback: () => T): Promise<T> => {
+    asyncTransactions++
+    try {
+      return await db.transaction(callback)
+    } finally {
+      asyncTransactions--
+    }
+  }
+
   const applyOne = ({ op, table, encoded }: CheckedOp): number => {
     switch (op.type) {
       case 'insert': {
@@ -135,7 +150,7 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
       return specs
     },
     createTable: async spec => {
-      await db.transaction(() =>
+      await inAsyncTransaction(() =>
         db.childTransaction(() => {
         const old = db.get([SPEC, spec.name]) as TableSpec | undefined
         void db.put([SPEC, spec.name], spec)
@@ -164,12 +179,22 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
         }),
       )
     },
-    // lmdb-js's async transaction() shares one commit with other writes and keeps what a failing
-    // callback wrote before it threw; a child transaction inside it is what rolls back. It
-    // resolves once committed; the fsync of that commit follows (overlappingSync), and `flushed`
-    // resolves once it is done.
+    // A durable batch with no other transaction under way commits here, synchronously: the
+    // thread waits out the fsync (a few hundred µs), which lmdb-js's async writer would spend in
+    // two hand-offs between this thread and its own besides (measured in npm run bench:
+    // wf_http_run_p50_ms, wf_run_tput). A failing callback aborts the whole transaction.
+    //
+    // Otherwise lmdb-js's async transaction() shares one commit with other writes and keeps what
+    // a failing callback wrote before it threw; a child transaction inside it is what rolls
+    // back. It resolves once committed; the fsync of that commit follows (overlappingSync), and
+    // `flushed` resolves once it is done.
     apply: async (ops, durable) => {
-      const counts = await db.transaction(() => db.childTransaction(() => ops.map(applyOne)))
+      if (durable === true && asyncTransactions === 0) {
+        const counts = db.transactionSync(() => ops.map(applyOne))
+        await db.flushed
+        return counts
+      }
+      const counts = await inAsyncTransaction(() => db.childTransaction(() => ops.map(applyOne)))
       if (durable === true) await db.flushed
       return counts
     },
@@ -187,7 +212,7 @@ export function openLmdbTables(path: string, mapSizeMb: number): TableBackend {
         if (beyondKeep && sameList(key, newestGone!)) beyondKeep = false
       }
       if (victims.length === 0) return 0
-      return await db.transaction(() => {
+      return await inAsyncTransaction(() => {
         let removed = 0
         for (const key of victims) {
           const row = db.get(key) as Row | undefined
