@@ -3,8 +3,8 @@
  * rows of the same shapes and sizes as run-store.ts's, under keys laid out as sql_lmdb lays out
  * a row's (['r', table, ...primary key]), in databases opened as the backends open theirs.
  */
-import { randomUUID } from 'node:crypto'
 import { open, type Key, type RootDatabase } from 'lmdb'
+import { timeOrderedUuid } from '../actors/stores/time-ordered-id.js'
 import { newRunRow as runRow, type JournalEntry, type RunRow } from '../actors/workflows/run-store.js'
 
 export const RUNS_TABLE = 'workflow_runs'
@@ -19,9 +19,9 @@ export const runKey = (runId: string): Key => ['r', RUNS_TABLE, runId]
 export const journalKey = (runId: string, idx: number): Key => ['r', `${RUNS_TABLE}_journal`, runId, idx]
 export const eventKey = (runId: string, seq: number): Key => ['r', `${RUNS_TABLE}_events`, runId, seq]
 
-/** A new run's row, as the workflow actor inserts it when the run starts. */
+/** A new run's row, as the workflow actor inserts it when the run starts (its ids time-ordered, as the actor makes them). */
 export function newRunRow(workflow: string, startEvent: unknown): RunRow {
-  return runRow({ runId: `run-${randomUUID()}`, workflow, sessionId: `session-${randomUUID()}`, startEvent, initialState: EMPTY_STATE, owner: 'bench-node', leaseMs: 15_000, deadline: null })
+  return runRow({ runId: `run-${timeOrderedUuid()}`, workflow, sessionId: `session-${timeOrderedUuid()}`, startEvent, initialState: EMPTY_STATE, owner: 'bench-node', leaseMs: 15_000, deadline: null })
 }
 
 /** A step's journal row; `value` stands for the base64 msgpack of its result (a few bytes). */

@@ -28,7 +28,7 @@ const subjects: Subject[] = [
   {
     name: 'wf_run_tput',
     unit: 'ops/s',
-    baseline: `3 plain calls + ${WRITES_PER_RUN} lmdb-js puts per run (run row beside the first step, 3 journal rows, terminal event + final row), awaited as troupe awaits them, in-thread, ${CONCURRENCY} runs in flight (ops: runs)`,
+    baseline: `3 plain calls + ${WRITES_PER_RUN} lmdb-js puts per run (run row beside the first step, 3 journal rows, terminal event + final row), each awaited until flushed to disk as troupe awaits them, in-thread, ${CONCURRENCY} runs in flight (ops: runs)`,
     better: 'higher',
     target: 'ratio >= 0.5',
   },
@@ -53,19 +53,26 @@ async function pipelined(from: number, to: number, run: (i: number) => Promise<v
  */
 function rawRunner(path: string): { run(i: number): Promise<void>; close(): Promise<void> } {
   const db = openLikeSqlLmdb(path, MAP_SIZE_MB)
+  const durably = async (committed: Promise<unknown>): Promise<void> => {
+    await committed
+    await db.flushed
+  }
   return {
     async run(i) {
       const row = newRunRow('threeSteps', { n: i })
       // The run begins while its row is written, as troupe's does (the start waits for the row).
-      const inserted = db.put(runKey(row.run_id), row)
+      // Every write is awaited until it is on disk, as troupe's durable writes are: a put
+      // resolves once committed, and `flushed` once that commit's fsync is done (lmdb-js's
+      // overlappingSync), shared by the writes of every run in flight.
+      const inserted = durably(db.put(runKey(row.run_id), row))
       let n = i
       for (const [idx, name] of STEPS.entries()) {
         n = addOne(n)
-        await db.put(journalKey(row.run_id, idx), stepEntry(row.run_id, idx, name, String(n)))
+        await durably(db.put(journalKey(row.run_id, idx), stepEntry(row.run_id, idx, name, String(n))))
       }
       await inserted
       const end = finished(row, { n }, STEPS.length)
-      await Promise.all([db.put(eventKey(row.run_id, 0), end.event), db.put(runKey(row.run_id), end.row)])
+      await durably(Promise.all([db.put(eventKey(row.run_id, 0), end.event), db.put(runKey(row.run_id), end.row)]))
       if (n !== i + STEPS.length) throw new Error(`the baseline's run ${i} ended with n = ${n}`)
     },
     close: async () => {

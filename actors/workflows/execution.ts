@@ -29,7 +29,8 @@ function execute(state: State, run: LiveRun): void {
     sessionId: row.session_id,
     attempt: row.attempt,
     state: initialState(run),
-    log: state.log.child({ run: row.run_id }),
+    stateBytes: row.initial_state,
+    log: state.log,
     history: run.history,
     host: {
       system: state.system,

@@ -1,4 +1,4 @@
-import { ActorError } from '../../src/index.js'
+import { ActorError, type Cancellation } from '../../src/index.js'
 import type { RunEvent, RunInfo } from './protocol.js'
 import type { RunExecution, RunHistory } from './run-context.js'
 import { runInfo, type InboxEvent, type RunRow } from './run-store.js'
@@ -57,17 +57,17 @@ export class LiveRun {
     return { ...runInfo(this.row), lastSeq: this.lastSeq }
   }
 
-  /** Resolves with the run's final RunInfo; rejects with `cancelled` if `signal` aborts first. */
-  whenFinished(signal?: AbortSignal): Promise<RunInfo> {
+  /** Resolves with the run's final RunInfo; rejects with `cancelled` if `cancellation` fires first. */
+  whenFinished(cancellation?: Cancellation): Promise<RunInfo> {
     if (this.#settled) return Promise.resolve(this.info())
     return new Promise((resolve, reject) => {
       const waiter = {
         resolve: (info: RunInfo) => {
-          signal?.removeEventListener('abort', gone)
+          unsubscribe?.()
           resolve(info)
         },
         reject: (error: unknown) => {
-          signal?.removeEventListener('abort', gone)
+          unsubscribe?.()
           reject(error)
         },
       }
@@ -77,8 +77,8 @@ export class LiveRun {
         if (at !== -1) this.#waiters.splice(at, 1)
         reject(new ActorError('cancelled', 'the wait was cancelled'))
       }
-      if (signal?.aborted === true) return gone()
-      signal?.addEventListener('abort', gone, { once: true })
+      if (cancellation?.cancelled === true) return gone()
+      const unsubscribe = cancellation?.onCancel(gone)
       this.#waiters.push(waiter)
     })
   }

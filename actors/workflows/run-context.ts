@@ -49,10 +49,13 @@ export class RunExecution implements RunContext {
   readonly runId: string
   readonly sessionId: string
   readonly attempt: number
-  readonly log: Logger
   state: SessionState
+  /** The actor's logger; the run's own child of it is made when the run's code first logs. */
+  readonly #parentLog: Logger
+  #log: Logger | undefined
   readonly #host: ExecutionHost
-  readonly #abort = new AbortController()
+  /** Made when the run's code first asks for `signal`: most runs never do. */
+  #abort: AbortController | undefined
   readonly #journal: Map<number, JournalEntry>
   readonly #eventTypes: readonly string[]
   /** Inbox events not yet taken by a wait, in arrival order. */
@@ -65,14 +68,15 @@ export class RunExecution implements RunContext {
   readonly #timers = new Set<{ timer: NodeJS.Timeout; reject: (error: unknown) => void }>()
   #closed: ActorError | undefined
 
-  constructor(options: { runId: string; sessionId: string; attempt: number; state: SessionState; log: Logger; host: ExecutionHost; history?: RunHistory | undefined }) {
+  /** `stateBytes`: `state` as encodeValue encodes it, when the caller has it already. */
+  constructor(options: { runId: string; sessionId: string; attempt: number; state: SessionState; stateBytes?: string; log: Logger; host: ExecutionHost; history?: RunHistory | undefined }) {
     this.runId = options.runId
     this.sessionId = options.sessionId
     this.attempt = options.attempt
-    this.log = options.log
+    this.#parentLog = options.log
     this.state = options.state
     this.#host = options.host
-    this.#stateBytes = encodeValue(options.state)
+    this.#stateBytes = options.stateBytes ?? encodeValue(options.state)
     const history = options.history
     this.#journal = new Map((history?.journal ?? []).map(entry => [entry.idx, entry]))
     this.#eventTypes = history?.eventTypes ?? []
@@ -81,7 +85,15 @@ export class RunExecution implements RunContext {
     this.#unconsumed = (history?.inbox ?? []).filter(event => !consumed.has(event.seq))
   }
 
+  get log(): Logger {
+    return (this.#log ??= this.#parentLog.child({ run: this.runId }))
+  }
+
   get signal(): AbortSignal {
+    if (this.#abort === undefined) {
+      this.#abort = new AbortController()
+      if (this.#closed !== undefined) this.#abort.abort(this.#closed)
+    }
     return this.#abort.signal
   }
 
@@ -227,7 +239,7 @@ export class RunExecution implements RunContext {
   close(reason: ActorError): void {
     if (this.#closed !== undefined) return
     this.#closed = reason
-    this.#abort.abort(reason)
+    this.#abort?.abort(reason)
     for (const waiter of this.#waiters) {
       clearTimeout(waiter.timer)
       waiter.reject(reason)

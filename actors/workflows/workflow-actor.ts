@@ -1,6 +1,7 @@
-import { createHash, randomUUID } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { ActorError, defineBehavior, type BehaviorContext } from '../../src/index.js'
 import { KvClient } from '../stores/kv-client.js'
+import { timeOrderedUuid } from '../stores/time-ordered-id.js'
 import { loadWorkflow, type SessionState } from './define.js'
 import type { State } from './actor-state.js'
 import { finish, letGo, startQueued } from './execution.js'
@@ -177,7 +178,7 @@ async function start(state: State, msg: Extract<WorkflowMessage, { type: 'start'
   }
   state.reserved++
   try {
-    const runId = msg.idempotencyKey === undefined ? `run-${randomUUID()}` : idempotentRunId(args.name, msg.idempotencyKey)
+    const runId = msg.idempotencyKey === undefined ? `run-${timeOrderedUuid()}` : idempotentRunId(args.name, msg.idempotencyKey)
     const session = await sessionFor(state, msg)
     const now = Date.now()
     const row = newRunRow({
@@ -243,7 +244,7 @@ async function sessionFor(state: State, msg: Extract<WorkflowMessage, { type: 's
     const saved = await state.sessions?.get<{ state: SessionState }>(earlier.session_id)
     return { id: earlier.session_id, state: saved?.state ?? (decodeValue(earlier.initial_state) as SessionState) }
   }
-  return { id: `session-${randomUUID()}`, state: msg.state ?? {} }
+  return { id: `session-${timeOrderedUuid()}`, state: msg.state ?? {} }
 }
 
 // ---- answering for runs --------------------------------------------------------------------
@@ -257,14 +258,14 @@ async function getRun(state: State, runId: string): Promise<RunInfo | null> {
 
 async function waitFor(state: State, runId: string, ctx: BehaviorContext<WorkflowMessage>): Promise<RunInfo> {
   const live = state.live.get(runId)
-  if (live !== undefined) return live.whenFinished(ctx.signal)
+  if (live !== undefined) return live.whenFinished(ctx.cancellation)
   // Held by another owner (or not yet resumed): watch its row.
   for (let delayMs = 50; ; delayMs = Math.min(delayMs * 2, 1000)) {
     const row = await state.store.getRun(runId)
     if (row === undefined) throw new ActorError('not_found', `no run '${runId}'`)
     if (row.status !== 'running') return runInfo(row)
     const local = state.live.get(runId)
-    if (local !== undefined) return local.whenFinished(ctx.signal)
+    if (local !== undefined) return local.whenFinished(ctx.cancellation)
     await pause(delayMs, ctx)
   }
 }
