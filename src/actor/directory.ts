@@ -1,3 +1,5 @@
+import { ActorError } from './errors.js'
+
 /**
  * Where every actor lives, shared by all threads through one SharedArrayBuffer, so a sender on
  * any thread learns "running on thread 3", "restarting" or "gone" with one atomic read and no
@@ -11,6 +13,9 @@
  * actor that is restarting learns it is back without polling for it (see restart-wait.ts).
  */
 export const LOCATION_FREE = -1
+/** The most actors a system's directory may be made to hold (the maxActors option's bound). */
+export const MAX_ACTORS = 1 << 22
+
 export const LOCATION_RESTARTING = -2
 export const LOCATION_STOPPED = -3
 
@@ -21,21 +26,46 @@ const WORDS_PER_SLOT = 2 // [generation, location]
 
 export class ActorDirectory {
   readonly buffer: SharedArrayBuffer
-  readonly capacity: number
+  /** Tracks the buffer's length: a grow on the main thread is seen here on every thread. */
   private readonly words: Int32Array
 
   constructor(buffer: SharedArrayBuffer) {
     this.buffer = buffer
     this.words = new Int32Array(buffer)
-    this.capacity = this.words.length / WORDS_PER_SLOT
   }
 
-  static create(capacity: number): ActorDirectory {
-    const directory = new ActorDirectory(new SharedArrayBuffer(capacity * WORDS_PER_SLOT * 4))
-    for (let slot = 0; slot < capacity; slot++) {
-      Atomics.store(directory.words, slot * WORDS_PER_SLOT + 1, LOCATION_FREE)
-    }
+  /**
+   * A directory of `capacity` slots that grows, doubling, up to `maxCapacity` (a growable
+   * SharedArrayBuffer: the most it may take is reserved, not committed).
+   */
+  static create(capacity: number, maxCapacity: number = capacity): ActorDirectory {
+    const directory = new ActorDirectory(new SharedArrayBuffer(capacity * WORDS_PER_SLOT * 4, { maxByteLength: maxCapacity * WORDS_PER_SLOT * 4 }))
+    directory.markFree(0, capacity)
     return directory
+  }
+
+  /** Slots it holds now. */
+  get capacity(): number {
+    return this.words.length / WORDS_PER_SLOT
+  }
+
+  /** Slots it may grow to. */
+  get maxCapacity(): number {
+    return this.buffer.maxByteLength / (WORDS_PER_SLOT * 4)
+  }
+
+  /** Main thread only: doubles the slots (up to maxCapacity); false when it cannot grow. */
+  grow(): boolean {
+    const from = this.capacity
+    const to = Math.min(this.maxCapacity, from * 2)
+    if (to <= from) return false
+    this.buffer.grow(to * WORDS_PER_SLOT * 4)
+    this.markFree(from, to)
+    return true
+  }
+
+  private markFree(from: number, to: number): void {
+    for (let slot = from; slot < to; slot++) Atomics.store(this.words, slot * WORDS_PER_SLOT + 1, LOCATION_FREE)
   }
 
   /** The thread id hosting (slot, generation), or a negative LOCATION_* state. */
@@ -79,19 +109,29 @@ export class ActorDirectory {
 }
 
 /**
- * Main-thread bookkeeping of free slots. Fresh slots are used first, then the slot freed
- * longest ago, so a slot rests as long as possible before a new generation takes it.
+ * Main-thread bookkeeping of free slots, each operation in constant time (amortized, for the
+ * directory's growth). Fresh slots are used first, then the slot freed longest ago (a queue), so
+ * a slot rests as long as possible before a new generation takes it; the directory grows only
+ * when no freed slot is left.
  */
 export class SlotAllocator {
   private next = KERNEL_SLOT + 1
-  private readonly free: number[] = []
+  /** Freed slots, oldest first from `head`; the taken front is dropped once it is half the array. */
+  private free: number[] = []
+  private head = 0
 
   constructor(private readonly directory: ActorDirectory) {}
 
   allocate(): { slot: number; generation: number } {
-    const slot = this.next < this.directory.capacity ? this.next++ : this.free.shift()
-    if (slot === undefined) {
-      throw new RangeError(`actor directory is full (${this.directory.capacity - 1} actors); raise maxActors`)
+    let slot: number
+    if (this.next < this.directory.capacity || (this.head === this.free.length && this.directory.grow())) slot = this.next++
+    else if (this.head < this.free.length) slot = this.takeFree()
+    else {
+      const most = this.directory.capacity - 1
+      throw new ActorError('capacity', `the actor directory is full: ${most} actors are live, the most maxActors allows; start the system with a larger maxActors (up to ${MAX_ACTORS - 1})`, {
+        limit: most,
+        option: 'maxActors',
+      })
     }
     return { slot, generation: this.directory.claim(slot) }
   }
@@ -99,5 +139,17 @@ export class SlotAllocator {
   release(slot: number): void {
     this.directory.publish(slot, this.directory.generation(slot), LOCATION_STOPPED)
     this.free.push(slot)
+  }
+
+  private takeFree(): number {
+    const slot = this.free[this.head++]!
+    if (this.head === this.free.length) {
+      this.free = []
+      this.head = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.free.length) {
+      this.free = this.free.slice(this.head)
+      this.head = 0
+    }
+    return slot
   }
 }

@@ -13,6 +13,7 @@ export const KERNEL_ERROR_CODES = {
   no_such_actor: 'no live actor answers to that ref or name',
   bad_message: 'the message could not be encoded for another thread, or its type is not in the protocol',
   name_taken: 'spawn named an actor with a name another live actor already has',
+  capacity: 'a limit the system was started with was reached (data.limit, data.option: the option that raises it)',
   bad_envelope: 'bytes from another thread did not decode to a batch of envelopes; the batch was dropped and logged',
   internal: 'a kernel invariant failed; a bug in troupe',
 } as const

@@ -67,7 +67,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly strategy: Strategy
   status: 'idle' | 'running' | 'stopping' | 'stopped' | 'failed' = 'idle'
 
-  private readonly children: ChildHandle[] = []
+  /** By id, in start order (a Map keeps insertion order): found, added and forgotten in constant time. */
+  private readonly children = new Map<string, ChildHandle>()
   private readonly intensity: number
   private readonly periodMs: number
   private readonly backoff: BackoffSpec | undefined
@@ -95,36 +96,45 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.periodMs = spec.periodMs ?? DEFAULT_PERIOD_MS
     this.backoff = spec.backoff
     validateSpec(id, spec)
-    for (const childSpec of spec.children) this.children.push(this.createChild(childSpec))
+    for (const childSpec of spec.children) {
+      const child = this.createChild(childSpec)
+      this.children.set(child.id, child)
+    }
   }
 
   /** The ref of actor child `id`. */
   child<M = unknown>(id: string): ActorRef<M> {
-    const handle = this.children.find(c => c.id === id)
+    const handle = this.children.get(id)
     if (handle === undefined || !('ref' in handle)) throw new ActorError('no_such_actor', `supervisor ${this.id} has no actor child '${id}'`)
     return handle.ref as ActorRef<M>
   }
 
   /** The nested supervisor `id`. */
   supervisor(id: string): Supervisor {
-    const handle = this.children.find(c => c.id === id)
+    const handle = this.children.get(id)
     if (!(handle instanceof SupervisorChild)) throw new ActorError('no_such_actor', `supervisor ${this.id} has no supervisor child '${id}'`)
     return handle.supervisor
   }
 
+  /** Every child, in start order: a copy, made on each call. */
   get childHandles(): readonly ChildHandle[] {
-    return this.children
+    return [...this.children.values()]
+  }
+
+  /** Child `id`, or undefined. */
+  childHandle(id: string): ChildHandle | undefined {
+    return this.children.get(id)
   }
 
   /** Starts every child in order; if one fails, stops those started and throws. */
   async start(): Promise<void> {
     this.status = 'running'
     this.sleeping = new AbortController()
-    for (const child of this.children) {
+    for (const child of this.children.values()) {
       try {
         await this.startChild(child)
       } catch (error) {
-        await this.stopChildren(this.children.filter(c => c.status === 'running'), 'shutdown')
+        await this.stopChildren(this.childHandles.filter(c => c.status === 'running'), 'shutdown')
         this.status = 'failed'
         throw new ActorError('crashed', `supervisor ${this.id} could not start child '${child.id}': ${describeThrown(error)}`, undefined, { cause: error })
       }
@@ -134,9 +144,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Adds and starts a child at the end of the start order. */
   async addChild(spec: ChildSpec): Promise<ChildHandle> {
     if (this.status !== 'running') throw new ActorError('stopped', `supervisor ${this.id} is not running`)
-    if (this.children.some(c => c.id === spec.id)) throw new TypeError(`supervisor ${this.id} already has a child '${spec.id}'`)
+    if (this.children.has(spec.id)) throw new TypeError(`supervisor ${this.id} already has a child '${spec.id}'`)
     const child = this.createChild(spec)
-    this.children.push(child)
+    this.children.set(child.id, child)
     try {
       await this.startChild(child)
     } catch (error) {
@@ -149,7 +159,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /** Stops a child for good: it is not restarted, whatever its restart type. */
   async terminateChild(child: ChildHandle): Promise<void> {
     await this.exits
-    if (!this.children.includes(child)) return
+    if (!this.holds(child)) return
     if (child.status === 'running' || child.status === 'restarting') await child.stop('normal')
     this.forget(child)
   }
@@ -197,7 +207,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    */
   updateChild(id: string, changes: RestartChanges): void {
     this.validateChanges(id, changes)
-    const child = this.children.find(c => c.id === id)
+    const child = this.children.get(id)
     if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
     child.reconfigure(changes)
   }
@@ -226,17 +236,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.status = 'stopping'
     this.sleeping.abort()
     await this.exits
-    await this.stopChildren(this.children, reason)
+    await this.stopChildren(this.childHandles, reason)
     this.status = 'stopped'
   }
 
   /** Stopped for good: release every child's slot and name. */
   release(): void {
-    for (const child of this.children) child.release()
+    for (const child of this.children.values()) child.release()
   }
 
   private async suspendNow(id: string, changes: RestartChanges = {}): Promise<void> {
-    const child = this.children.find(c => c.id === id)
+    const child = this.children.get(id)
     if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
     if (this.status !== 'running' || child.status !== 'running') {
       const what = this.status !== 'running' ? `supervisor ${this.id} is ${this.status}` : `it is ${child.status}`
@@ -253,7 +263,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private async resumeNow(id: string, changes: RestartChanges): Promise<void> {
-    const child = this.children.find(c => c.id === id)
+    const child = this.children.get(id)
     if (child === undefined) throw new ActorError('no_such_actor', `supervisor ${this.id} has no child '${id}'`)
     if (this.status !== 'running' || child.status !== 'restarting') {
       const what = this.status !== 'running' ? `supervisor ${this.id} is ${this.status}` : `it is ${child.status}, not suspended`
@@ -281,9 +291,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     child.status = 'running'
   }
 
+  /** Whether `child` is this supervisor's (not a stopped one whose id a newer child took). */
+  private holds(child: ChildHandle): boolean {
+    return this.children.get(child.id) === child
+  }
+
   private forget(child: ChildHandle): void {
-    const at = this.children.indexOf(child)
-    if (at >= 0) this.children.splice(at, 1)
+    if (this.holds(child)) this.children.delete(child.id)
     this.restartLog.delete(child.id)
     child.status = 'stopped'
     child.release()
@@ -303,7 +317,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private async onExit(child: ChildHandle, reason: 'crash' | 'normal', error: unknown): Promise<void> {
-    if (this.status !== 'running' || child.status !== 'running' || !this.children.includes(child)) return
+    if (this.status !== 'running' || child.status !== 'running' || !this.holds(child)) return
     const restart = child.restart === 'permanent' || (child.restart === 'transient' && reason === 'crash')
     if (!restart) {
       this.forget(child)
@@ -357,9 +371,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'one_for_one':
         return [child]
       case 'one_for_all':
-        return this.children.filter(restartable)
-      case 'rest_for_one':
-        return this.children.slice(this.children.indexOf(child)).filter(restartable)
+        return this.childHandles.filter(restartable)
+      case 'rest_for_one': {
+        const all = this.childHandles
+        return all.slice(all.indexOf(child)).filter(restartable)
+      }
     }
   }
 
@@ -400,8 +416,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     )
     this.status = 'stopping'
     this.sleeping.abort()
-    await this.stopChildren(this.children, 'shutdown')
-    for (const c of this.children) c.markRestarting()
+    await this.stopChildren(this.childHandles, 'shutdown')
+    for (const c of this.children.values()) c.markRestarting()
     this.status = 'failed'
     const failure = new ActorError('crashed', `supervisor ${this.id} gave up: child '${child.id}' restarted more than ${this.intensity} times in ${this.periodMs} ms`, undefined, { cause: error })
     this.emit('failed', failure)

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import { MAX_ACTORS } from './directory.js'
 import { ActorRef } from './ref.js'
 
 const positiveMs = z.number().positive()
@@ -24,7 +25,8 @@ export const startOptionsSchema = z
     askTimeoutMs: positiveMs.optional(),
     startTimeoutMs: positiveMs.optional(),
     mailboxCapacity: z.number().int().positive().optional(),
-    maxActors: z.number().int().min(2).max(1 << 22).optional(),
+    /** Slots the actor directory may grow to (it starts small and doubles as needed); at most one fewer actors live at once, past which spawn fails with `capacity`. */
+    maxActors: z.number().int().min(2).max(MAX_ACTORS).optional(),
     resourceLimits: resourceLimitsSchema.optional(),
     execArgv: z.array(z.string()).optional(),
     restart: z.object({ intensity: z.number().int().min(0).optional(), periodMs: positiveMs.optional() }).strict().optional(),

@@ -3,7 +3,7 @@ import { pino, type Logger } from 'pino'
 import type { z } from 'zod'
 import { ActorChild, type ActorPlacer } from './actor-child.js'
 import { isBehavior, loadBehavior, type ArgsOf, type Behavior, type MessageOf, type StopReason } from './behavior.js'
-import { ActorDirectory, LOCATION_RESTARTING, LOCATION_STOPPED, SlotAllocator } from './directory.js'
+import { ActorDirectory, LOCATION_RESTARTING, LOCATION_STOPPED, MAX_ACTORS, SlotAllocator } from './directory.js'
 import { ActorError } from './errors.js'
 import { EventLoopDelay } from './event-loop-delay.js'
 import { failureToError, type FailureData } from './failure.js'
@@ -20,6 +20,8 @@ export type { ActorSystemOptions, LogLevel } from './system-options.js'
 
 /** Past shutdownMs, how long a stop may still take before the actor is written off. */
 const STOP_GRACE_MS = 1000
+/** Slots the actor directory starts with; it doubles as actors come, up to maxActors. */
+const INITIAL_SLOTS = 4096
 
 /**
  * The actor system: the main thread's actor host, the worker threads, the actor directory and
@@ -60,7 +62,8 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     this.mailboxCapacity = options.mailboxCapacity ?? 1024
     this.startTimeoutMs = options.startTimeoutMs ?? 30_000
     this.defaultPlacement = options.workers === 0 ? 'main' : 'pool'
-    const directory = ActorDirectory.create(options.maxActors ?? 65_536)
+    const maxSlots = options.maxActors ?? MAX_ACTORS
+    const directory = ActorDirectory.create(Math.min(INITIAL_SLOTS, maxSlots), maxSlots)
     this.slots = new SlotAllocator(directory)
     this.host = new ActorHost({
       threadId: MAIN_THREAD,

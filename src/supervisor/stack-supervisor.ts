@@ -229,7 +229,7 @@ export class StackSupervisor {
   /** The ref of a running child of a subtree; undefined when it has none by that id (yet, or any more). */
   #child<M>(subtree: Subtree, id: string): ActorRef<M> | undefined {
     const supervisor = this.#subtrees.get(subtree)
-    return supervisor?.childHandles.some(child => child.id === id) === true ? supervisor.child<M>(id) : undefined
+    return supervisor?.childHandle(id) !== undefined ? supervisor.child<M>(id) : undefined
   }
 
   #providerEntries(): ProviderEntry[] {
@@ -404,7 +404,7 @@ export class StackSupervisor {
    */
   async #apply(steps: ReloadPlan, applied: AppliedConfig, done: Applied): Promise<void> {
     const subtreeOf = (id: string): Subtree => (this.#plan.actors.find(a => a.id === id) ?? applied.plan.actors.find(a => a.id === id))!.subtree
-    const running = (id: string): boolean => this.#subtrees.get(subtreeOf(id))?.childHandles.some(c => c.id === id) === true
+    const running = (id: string): boolean => this.#subtrees.get(subtreeOf(id))?.childHandle(id) !== undefined
 
     if (steps.resize) {
       if (this.#options.workers !== undefined) done.notApplied.push({ path: 'troupe.workers', reason: `the pool size was fixed on the command line (--workers ${this.#options.workers})` })
@@ -426,7 +426,7 @@ export class StackSupervisor {
     for (const id of steps.replace) {
       // Another behaviour: a new actor under the same id, routed to once it runs.
       const supervisor = this.#subtrees.get(subtreeOf(id))!
-      const child = supervisor.childHandles.find(c => c.id === id)
+      const child = supervisor.childHandle(id)
       await this.#reroute([id])
       if (child !== undefined) await supervisor.terminateChild(child)
       await supervisor.addChild(await this.#spec(id))
@@ -437,7 +437,7 @@ export class StackSupervisor {
     await this.#reroute(steps.stop)
     for (const id of steps.stop) {
       const supervisor = this.#subtrees.get(subtreeOf(id))
-      const child = supervisor?.childHandles.find(c => c.id === id)
+      const child = supervisor?.childHandle(id)
       if (supervisor !== undefined && child !== undefined) await supervisor.terminateChild(child)
       done.stopped.push(id)
     }

@@ -11,7 +11,7 @@ t.test('an id is a UUIDv7 whose first 48 bits are the millisecond it was made in
   t.equal(parseInt(id.replaceAll('-', '').slice(0, 12), 16), now)
 })
 
-t.test('ids made in later milliseconds sort after earlier ones, as strings and as bytes', async t => {
+t.test('ids made in later milliseconds sort after earlier ones, as strings and as bytes', async () => {
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 2 ** 47 }), fc.integer({ min: 1, max: 2 ** 20 }), (earlier, gap) => {
       const a = timeOrderedUuid(earlier)
