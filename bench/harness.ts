@@ -6,7 +6,7 @@
  * taken between figures measured moments apart: on a machine whose speed drifts by half between
  * rounds, a ratio of the two medians would pair a fast round's figure with a slow round's.
  */
-export type Unit = 'us' | 'msg/s' | 'ops/s' | 'req/s' | 'ms' | 'requests'
+export type Unit = 'us' | 'msg/s' | 'ops/s' | 'req/s' | 'ms' | 'requests' | 'bytes'
 
 export interface BenchResult {
   readonly name: string

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Behavior, BehaviorContext, BehaviorDefinition, StopReason } from './behavior.js'
-import { CancelSource, cancellationOf } from './cancel.js'
+import { CancelSource } from './cancel.js'
 import { Kind, NO_DEADLINE } from './envelope.js'
 import { ActorError, describeThrown, type ActorErrorData } from './errors.js'
 import { flushOverdue } from './link.js'
@@ -17,6 +17,10 @@ export type CellStatus = 'starting' | 'running' | 'stopping' | 'stopped' | 'cras
 
 /** What a cell needs from the thread that hosts it. */
 export interface CellHost {
+  /** The system as this thread's actors see it. */
+  readonly system: SystemHandle
+  /** The thread's logger: an actor's child of it is made when the actor first logs. */
+  readonly log: Logger
   reply(to: number, correlation: number, value: unknown): void
   /** `producer` is the streaming actor's slot, so an unencodable chunk can stop its stream. */
   chunk(to: number, correlation: number, value: unknown, producer: number): void
@@ -32,17 +36,15 @@ export interface CellHost {
 }
 
 export interface CellOptions {
-  readonly slot: number
-  readonly generation: number
   readonly incarnation: number
-  readonly name: string | undefined
   readonly behavior: Behavior
   readonly mailboxCapacity: number
+  /** The actor's address: its slot, generation and name. */
   readonly self: ActorRef
-  readonly system: SystemHandle
-  readonly log: Logger
   readonly shutdownMs: number
 }
+
+const RESOLVED: Promise<void> = Promise.resolve()
 
 const invocationKey = (from: number, correlation: number): number => from * 0x1_0000_0000 + correlation
 
@@ -62,10 +64,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
  * Akka keeps a mailbox across a restart. So does the queue of an actor stopped to be restarted.
  */
 export class ActorCell {
-  readonly slot: number
-  readonly generation: number
   readonly incarnation: number
-  readonly name: string | undefined
   readonly behavior: Behavior
   status: CellStatus = 'starting'
   handled = 0
@@ -73,48 +72,56 @@ export class ActorCell {
   stoppedItself = false
   private stopReason: StopReason | undefined
 
-  private readonly definition: BehaviorDefinition<unknown, unknown, unknown>
+  readonly self: ActorRef
+  readonly shutdownMs: number
+  /** Every message's work is cancelled: the actor crashed or its stop's drain ran out. */
+  aborted = false
+
   private readonly mailbox: Mailbox
-  private readonly maxConcurrent: number
-  private readonly controller = new AbortController()
-  private readonly stopRequested = new CancelSource()
   private readonly context: BehaviorContext
-  private readonly invocations = new Map<number, Invocation>()
+  // An idle actor holds only what it needs to take a message (a few hundred bytes): these are
+  // made when first used (see npm run bench: actor_idle_bytes_main, actor_idle_bytes_pool).
+  private childLog: Logger | undefined
+  private controller: AbortController | undefined
+  private abortSource: CancelSource | undefined
+  private stopSource: CancelSource | undefined
+  private stopAsked = false
+  /** Asks and streams still being handled, by caller and correlation. */
+  private invocations: Map<number, Invocation> | undefined
   private state: unknown
   private active = 0
   private scheduled = false
   private idle: (() => void) | undefined
-  private initialised: Promise<void> = Promise.resolve()
+  private initialised: Promise<void> = RESOLVED
   private stopping: Promise<void> | undefined
 
   constructor(
     private readonly host: CellHost,
     options: CellOptions,
   ) {
-    this.slot = options.slot
-    this.generation = options.generation
     this.incarnation = options.incarnation
-    this.name = options.name
     this.behavior = options.behavior
-    this.definition = options.behavior.definition as BehaviorDefinition<unknown, unknown, unknown>
     this.mailbox = new Mailbox(options.mailboxCapacity)
-    this.maxConcurrent = this.definition.maxConcurrent ?? 1
-    const shutdownMs = options.shutdownMs
-    this.context = {
-      self: options.self,
-      system: options.system,
-      log: options.log,
-      signal: this.controller.signal,
-      cancellation: cancellationOf(this.controller.signal),
-      stopping: this.stopRequested,
-      stop: () => {
-        if (this.status !== 'running' && this.status !== 'starting') return
-        this.stoppedItself = true
-        // Defer past the current receive: until it returns, its promise is not yet counted as
-        // in flight, and stopping now would cancel the very message that asked to stop.
-        queueMicrotask(() => void this.stop('normal', shutdownMs))
-      },
-    }
+    this.self = options.self
+    this.shutdownMs = options.shutdownMs
+    this.context = new CellContext(this)
+  }
+
+  // Read from the ref and the behaviour rather than copied into every cell.
+  get slot(): number {
+    return this.self.slot
+  }
+
+  get generation(): number {
+    return this.self.generation
+  }
+
+  get name(): string | undefined {
+    return this.self.name
+  }
+
+  private get definition(): BehaviorDefinition<unknown, unknown, unknown> {
+    return this.behavior.definition as BehaviorDefinition<unknown, unknown, unknown>
   }
 
   get label(): string {
@@ -125,8 +132,59 @@ export class ActorCell {
     return this.mailbox.depth
   }
 
+  get system(): SystemHandle {
+    return this.host.system
+  }
+
   get log(): Logger {
-    return this.context.log
+    return (this.childLog ??= this.host.log.child({ actor: this.label }))
+  }
+
+  /** Aborted with `aborted`: made for the first behaviour that asks for it. */
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController()
+      if (this.aborted) this.controller.abort()
+    }
+    return this.controller.signal
+  }
+
+  /** The same as `signal`, as a Cancellation. */
+  get cancellation(): CancelSource {
+    if (this.abortSource === undefined) {
+      this.abortSource = new CancelSource()
+      if (this.aborted) this.abortSource.cancel()
+    }
+    return this.abortSource
+  }
+
+  /** Cancelled when the actor begins to stop or crashes. */
+  get stopRequested(): CancelSource {
+    if (this.stopSource === undefined) {
+      this.stopSource = new CancelSource()
+      if (this.stopAsked) this.stopSource.cancel()
+    }
+    return this.stopSource
+  }
+
+  /** ctx.stop(): the actor stops itself. */
+  stopItself(): void {
+    if (this.status !== 'running' && this.status !== 'starting') return
+    this.stoppedItself = true
+    // Defer past the current receive: until it returns, its promise is not yet counted as
+    // in flight, and stopping now would cancel the very message that asked to stop.
+    queueMicrotask(() => void this.stop('normal', this.shutdownMs))
+  }
+
+  private abortAll(): void {
+    this.aborted = true
+    this.controller?.abort()
+    this.abortSource?.cancel()
+  }
+
+  private askStop(): void {
+    this.stopAsked = true
+    this.stopSource?.cancel()
   }
 
   /** Taking no messages, but another incarnation follows: crashed, or stopping to be restarted. */
@@ -137,10 +195,15 @@ export class ActorCell {
   /** Runs init; messages delivered meanwhile wait in the mailbox. Throws what init threw. */
   start(args: unknown): Promise<void> {
     const init = this.init(args)
-    this.initialised = init.then(
+    // Held only while init runs: a started actor keeps no promise of it.
+    const initialised = init.then(
       () => undefined,
       () => undefined,
     )
+    this.initialised = initialised
+    void initialised.then(() => {
+      if (this.initialised === initialised) this.initialised = RESOLVED
+    })
     return init
   }
 
@@ -150,7 +213,7 @@ export class ActorCell {
     } catch (error) {
       this.status = 'crashed'
       this.host.unavailable(this)
-      this.controller.abort()
+      this.abortAll()
       // Sent while init ran: they wait for the supervisor's next attempt, or fail if it gives up.
       this.returnQueued()
       throw error
@@ -178,20 +241,22 @@ export class ActorCell {
   /** The caller gave up: drop the message if still queued, else abort its signal. */
   cancel(from: number, correlation: number): void {
     if (this.mailbox.cancel(from, correlation)) return
-    this.invocations.get(invocationKey(from, correlation))?.cancel()
+    this.invocations?.get(invocationKey(from, correlation))?.cancel()
   }
 
   /** The caller's thread died: nobody will read the replies, so stop the work meant for it. */
   abandonCaller(thread: number): void {
-    for (const [key, invocation] of this.invocations) {
+    const invocations = this.invocations
+    if (invocations === undefined) return
+    for (const [key, invocation] of invocations) {
       if (invocation.from !== thread) continue
-      this.invocations.delete(key)
+      invocations.delete(key)
       invocation.cancel()
     }
   }
 
   credit(from: number, correlation: number, n: number): void {
-    this.invocations.get(invocationKey(from, correlation))?.credits?.grant(n)
+    this.invocations?.get(invocationKey(from, correlation))?.credits?.grant(n)
   }
 
   /**
@@ -210,7 +275,7 @@ export class ActorCell {
     if (this.status !== 'running') return
     this.status = 'stopping'
     this.stopReason = reason
-    this.stopRequested.cancel()
+    this.askStop()
     if (reason === 'restart') {
       // Senders hold new messages from now on, instead of sending them to a cell that refuses them.
       this.host.unavailable(this)
@@ -224,7 +289,7 @@ export class ActorCell {
       ])
       clearTimeout(timer)
     }
-    this.controller.abort()
+    this.abortAll()
     this.failInvocations({ code: 'stopped', message: `${this.label} stopped while handling the message` })
     await this.runStopHook(reason)
     this.status = 'stopped'
@@ -241,31 +306,35 @@ export class ActorCell {
   private schedule(): void {
     if (!this.scheduled && this.status === 'running') {
       this.scheduled = true
-      queueMicrotask(this.drain)
+      queueMicrotask(() => this.drain())
     }
   }
 
-  private readonly drain = (): void => {
+  /** Handles queued messages; a method, not a bound closure, so an idle actor holds none. */
+  private drain(): void {
     this.scheduled = false
     const mailbox = this.mailbox
     let budget = DRAIN_BUDGET
-    while (this.status === 'running' && this.active < this.maxConcurrent && mailbox.take()) {
+    const maxConcurrent = this.definition.maxConcurrent ?? 1
+    while (this.status === 'running' && this.active < maxConcurrent && mailbox.take()) {
       const deadline = mailbox.deadline
       if (deadline !== NO_DEADLINE && deadline < Date.now()) continue // the asker has already timed out
       this.handled++
       const kind = mailbox.kind
-      if (kind === Kind.tell) this.runTell(mailbox.payload)
-      else if (kind === Kind.ask) this.runAsk(mailbox.payload, mailbox.from, mailbox.correlation)
-      else this.runStream(mailbox.payload as [number, unknown], mailbox.from, mailbox.correlation)
+      const payload = mailbox.payload
+      mailbox.payload = undefined // an idle actor keeps no message it handled
+      if (kind === Kind.tell) this.runTell(payload)
+      else if (kind === Kind.ask) this.runAsk(payload, mailbox.from, mailbox.correlation)
+      else this.runStream(payload as [number, unknown], mailbox.from, mailbox.correlation)
       if (--budget === 0) {
         this.scheduled = true
-        setImmediate(this.drain)
+        setImmediate(() => this.drain())
         return
       }
       if (flushOverdue()) {
         // The pending flush was queued before this, so it runs first.
         this.scheduled = true
-        queueMicrotask(this.drain)
+        queueMicrotask(() => this.drain())
         return
       }
     }
@@ -281,15 +350,18 @@ export class ActorCell {
     }
     if (isThenable(result)) {
       this.active++
-      result.then(this.settled, error => {
-        this.settled()
-        this.tellFailed(error)
-      })
+      result.then(
+        () => this.settled(),
+        error => {
+          this.settled()
+          this.tellFailed(error)
+        },
+      )
     }
   }
 
   private runAsk(msg: unknown, from: number, correlation: number): void {
-    const invocation = new Invocation(from, correlation, this.controller.signal)
+    const invocation = new Invocation(from, correlation, this)
     let result: unknown
     try {
       result = this.definition.receive(this.state, msg, new InvocationContext(this.context, invocation))
@@ -303,7 +375,7 @@ export class ActorCell {
       this.host.reply(from, correlation, result)
       return
     }
-    this.invocations.set(invocationKey(from, correlation), invocation)
+    this.tracked().set(invocationKey(from, correlation), invocation)
     this.active++
     result.then(
       value => {
@@ -325,7 +397,7 @@ export class ActorCell {
     }
     invocation.credits = new StreamCredits(window)
     this.active++
-    void this.pump(invocation, msg).finally(this.settled)
+    void this.pump(invocation, msg).finally(() => this.settled())
   }
 
   private async pump(invocation: Invocation, msg: unknown): Promise<void> {
@@ -338,11 +410,11 @@ export class ActorCell {
       for (;;) {
         const waiting = credits.available(signal)
         if (waiting !== undefined) await waiting
-        if (invocation.cancelled || !this.invocations.has(invocationKey(from, correlation))) break
+        if (invocation.cancelled || !this.tracking(invocation)) break
         const next = await iterator.next()
-        if (!this.invocations.has(invocationKey(from, correlation))) break // crashed or stopped meanwhile
+        if (!this.tracking(invocation)) break // crashed or stopped meanwhile
         if (next.done) {
-          this.invocations.delete(invocationKey(from, correlation))
+          this.untrack(invocation)
           if (!invocation.cancelled) this.host.end(from, correlation)
           return
         }
@@ -350,7 +422,7 @@ export class ActorCell {
         credits.spend()
         this.host.chunk(from, correlation, next.value, this.slot)
       }
-      this.invocations.delete(invocationKey(from, correlation))
+      this.untrack(invocation)
       // Cancelled: let the generator run its finally blocks, without waiting on it forever.
       iterator.return?.()?.then(undefined, (error: unknown) => this.log.warn({ err: error }, 'stream generator failed while closing'))
     } catch (error) {
@@ -359,18 +431,31 @@ export class ActorCell {
   }
 
   private begin(from: number, correlation: number): Invocation {
-    const invocation = new Invocation(from, correlation, this.controller.signal)
-    this.invocations.set(invocationKey(from, correlation), invocation)
+    const invocation = new Invocation(from, correlation, this)
+    this.tracked().set(invocationKey(from, correlation), invocation)
     return invocation
   }
 
+  private tracked(): Map<number, Invocation> {
+    return (this.invocations ??= new Map())
+  }
+
+  private tracking(invocation: Invocation): boolean {
+    return this.invocations?.get(invocationKey(invocation.from, invocation.correlation)) === invocation
+  }
+
+  /** Stops tracking `invocation`; false when it was not (crashed, stopped or finished meanwhile). */
+  private untrack(invocation: Invocation): boolean {
+    return this.invocations?.delete(invocationKey(invocation.from, invocation.correlation)) === true
+  }
+
   private finish(invocation: Invocation, value: unknown): void {
-    if (!this.invocations.delete(invocationKey(invocation.from, invocation.correlation))) return
+    if (!this.untrack(invocation)) return
     if (!invocation.cancelled) this.host.reply(invocation.from, invocation.correlation, value)
   }
 
   private askFailed(invocation: Invocation, error: unknown): void {
-    if (!this.invocations.delete(invocationKey(invocation.from, invocation.correlation))) return
+    if (!this.untrack(invocation)) return
     this.rejectAsk(invocation, error)
   }
 
@@ -391,7 +476,7 @@ export class ActorCell {
     this.crash(error)
   }
 
-  private readonly settled = (): void => {
+  private settled(): void {
     this.active--
     if (this.active === 0 && this.idle !== undefined) {
       const idle = this.idle
@@ -411,8 +496,8 @@ export class ActorCell {
     // Before anyone hears of the crash: a caller that retries on `crashed` must find the actor
     // marked restarting, not be routed to where it used to run.
     this.host.unavailable(this)
-    this.stopRequested.cancel()
-    this.controller.abort()
+    this.askStop()
+    this.abortAll()
     if (culprit !== undefined) this.host.fail(culprit.from, culprit.correlation, { code: 'crashed', message: describeThrown(error) })
     this.failInvocations({ code: 'crashed', message: `${this.label} crashed: ${describeThrown(error)}` })
     this.returnQueued()
@@ -421,11 +506,13 @@ export class ActorCell {
   }
 
   private failInvocations(failure: ActorErrorData): void {
-    for (const invocation of this.invocations.values()) {
+    const invocations = this.invocations
+    if (invocations === undefined) return
+    this.invocations = undefined
+    for (const invocation of invocations.values()) {
       invocation.cancel()
       this.host.fail(invocation.from, invocation.correlation, failure)
     }
-    this.invocations.clear()
   }
 
   private returnQueued(): void {
@@ -450,5 +537,35 @@ export class ActorCell {
     } catch (error) {
       this.log.error({ err: error, reason }, 'stop hook failed')
     }
+  }
+}
+
+/**
+ * What a behaviour's init, receive of a tell, and stop hook see (an ask's or stream's own is an
+ * InvocationContext over it): one small object per actor, each part fetched from the cell,
+ * where it is made when first used.
+ */
+class CellContext implements BehaviorContext {
+  constructor(private readonly cell: ActorCell) {}
+  get self(): ActorRef {
+    return this.cell.self
+  }
+  get system(): SystemHandle {
+    return this.cell.system
+  }
+  get log(): Logger {
+    return this.cell.log
+  }
+  get signal(): AbortSignal {
+    return this.cell.signal
+  }
+  get cancellation(): CancelSource {
+    return this.cell.cancellation
+  }
+  get stopping(): CancelSource {
+    return this.cell.stopRequested
+  }
+  stop(): void {
+    this.cell.stopItself()
   }
 }

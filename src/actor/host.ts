@@ -40,6 +40,8 @@ export interface HostedActor {
   readonly args: unknown
   readonly mailboxCapacity: number
   readonly shutdownMs: number
+  /** The actor's ref, when the caller holds one already (the main thread's supervision does). */
+  readonly ref?: ActorRef
 }
 
 export interface ActorHostOptions {
@@ -488,18 +490,13 @@ export class ActorHost implements MessageRouter, CellHost, RefFactory, StreamCon
   // ---- hosting -------------------------------------------------------------------------
 
   async hostActor(actor: HostedActor): Promise<ActorRef> {
-    const self = this.refFor(actor.slot, actor.generation, actor.name)
+    const self = actor.ref ?? this.refFor(actor.slot, actor.generation, actor.name)
     const label = actor.name ?? `#${actor.slot}`
     const cell = new ActorCell(this, {
-      slot: actor.slot,
-      generation: actor.generation,
       incarnation: actor.incarnation,
-      name: actor.name,
       behavior: actor.behavior,
       mailboxCapacity: actor.mailboxCapacity,
       self,
-      system: this.system,
-      log: this.log.child({ actor: label }),
       shutdownMs: actor.shutdownMs,
     })
     this.cells.set(actor.slot, cell)

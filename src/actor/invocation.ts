@@ -18,20 +18,21 @@ export class Invocation implements Cancellation {
   constructor(
     readonly from: number,
     readonly correlation: number,
-    private readonly cellSignal: AbortSignal,
+    /** The actor's cell: everything it handles is cancelled once it is `aborted`. */
+    private readonly cell: { readonly aborted: boolean },
   ) {}
 
   /** Created on first use: most asks never look at their signal. */
   get signal(): AbortSignal {
     if (this.controller === undefined) {
       this.controller = new AbortController()
-      if (this.cancelled || this.cellSignal.aborted) this.controller.abort()
+      if (this.cancelled || this.cell.aborted) this.controller.abort()
     }
     return this.controller.signal
   }
 
   onCancel(fn: () => void): () => void {
-    if (this.cancelled || this.cellSignal.aborted) {
+    if (this.cancelled || this.cell.aborted) {
       fn()
       return () => undefined
     }

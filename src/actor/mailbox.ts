@@ -1,13 +1,18 @@
 /**
  * A bounded FIFO of deliveries for one actor, kept as parallel arrays in a ring so that queueing
- * a message allocates nothing. It starts small and doubles up to `capacity`; past that, push()
- * refuses and the caller turns the refusal into a `backpressure` error or a dead letter.
+ * a message allocates nothing. A delivery into an empty mailbox is held in fields of its own,
+ * so an actor that takes one message at a time (most do) never makes the arrays; they are made
+ * for the second message queued behind another, start small and double up to `capacity`. Past
+ * that, push() refuses and the caller turns the refusal into a `backpressure` error or a dead
+ * letter.
  *
  * Kernel traffic never queues here: stop and cancel act the moment they arrive, which is how
  * they jump ahead of every user message, and can never be refused by a full mailbox.
  */
 
-const INITIAL_RING = 16
+const INITIAL_RING = 4
+/** Every mailbox's arrays until its first message: never written (push grows first). */
+const NONE: never[] = []
 /** Marks a delivery cancelled in place; take() skips it. */
 const TOMBSTONE = 0
 
@@ -26,19 +31,22 @@ export class Mailbox {
   private correlations: number[]
   private deadlines: number[]
   private head = 0
+  /** Deliveries held, the first one's included. */
   private count = 0
+  /** The oldest delivery, when it came into an empty mailbox; the arrays hold those after it. */
+  private hasFirst = false
+  private firstKind = 0
+  private firstPayload: unknown = undefined
+  private firstFrom = 0
+  private firstCorrelation = 0
+  private firstDeadline = 0
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) {
       throw new RangeError(`mailbox capacity must be a positive integer, got ${capacity}`)
     }
     this.capacity = capacity
-    const ring = Math.min(INITIAL_RING, capacity)
-    this.kinds = new Array<number>(ring)
-    this.payloads = new Array<unknown>(ring)
-    this.froms = new Array<number>(ring)
-    this.correlations = new Array<number>(ring)
-    this.deadlines = new Array<number>(ring)
+    this.kinds = this.payloads = this.froms = this.correlations = this.deadlines = NONE
   }
 
   /** User deliveries waiting, cancelled ones included until they are skipped. */
@@ -47,12 +55,21 @@ export class Mailbox {
   }
 
   push(kind: number, payload: unknown, from: number, correlation: number, deadline: number): boolean {
-    if (this.count === this.kinds.length) {
-      if (this.count >= this.capacity) return false
-      this.grow()
+    if (this.count === 0) {
+      this.hasFirst = true
+      this.firstKind = kind
+      this.firstPayload = payload
+      this.firstFrom = from
+      this.firstCorrelation = correlation
+      this.firstDeadline = deadline
+      this.count = 1
+      return true
     }
+    if (this.count >= this.capacity) return false
+    const queued = this.queued
+    if (queued === this.kinds.length) this.grow()
     const ring = this.kinds.length
-    const at = (this.head + this.count) % ring
+    const at = (this.head + queued) % ring
     this.kinds[at] = kind
     this.payloads[at] = payload
     this.froms[at] = from
@@ -65,6 +82,19 @@ export class Mailbox {
   /** Moves the oldest live delivery into this.kind/payload/...; false when empty. */
   take(): boolean {
     while (this.count > 0) {
+      if (this.hasFirst) {
+        this.hasFirst = false
+        const kind = this.firstKind
+        this.kind = kind
+        this.payload = this.firstPayload
+        this.from = this.firstFrom
+        this.correlation = this.firstCorrelation
+        this.deadline = this.firstDeadline
+        this.firstPayload = undefined
+        this.count--
+        if (kind !== TOMBSTONE) return true
+        continue
+      }
       const at = this.head
       const kind = this.kinds[at]!
       this.kind = kind
@@ -82,8 +112,14 @@ export class Mailbox {
 
   /** Cancels a queued delivery in place; true if it was still queued. */
   cancel(from: number, correlation: number): boolean {
+    if (this.hasFirst && this.firstCorrelation === correlation && this.firstFrom === from && this.firstKind !== TOMBSTONE) {
+      this.firstKind = TOMBSTONE
+      this.firstPayload = undefined
+      return true
+    }
     const ring = this.kinds.length
-    for (let i = 0; i < this.count; i++) {
+    const queued = this.queued
+    for (let i = 0; i < queued; i++) {
       const at = (this.head + i) % ring
       if (this.correlations[at] === correlation && this.froms[at] === from && this.kinds[at] !== TOMBSTONE) {
         this.kinds[at] = TOMBSTONE
@@ -94,12 +130,18 @@ export class Mailbox {
     return false
   }
 
+  /** Deliveries in the arrays. */
+  private get queued(): number {
+    return this.hasFirst ? this.count - 1 : this.count
+  }
+
   private grow(): void {
     const ring = this.kinds.length
-    const size = Math.min(ring * 2, this.capacity)
+    const size = Math.min(ring === 0 ? INITIAL_RING : ring * 2, this.capacity)
+    const queued = this.queued
     const reorder = <T>(from: T[]): T[] => {
       const to = new Array<T>(size)
-      for (let i = 0; i < this.count; i++) to[i] = from[(this.head + i) % ring]!
+      for (let i = 0; i < queued; i++) to[i] = from[(this.head + i) % ring]!
       return to
     }
     this.kinds = reorder(this.kinds)

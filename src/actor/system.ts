@@ -113,7 +113,8 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     }
     const child = await this.root.addChild({
       ...parsed,
-      id: parsed.name ?? `${behavior.exportName}-${++this.anonymous}`,
+      // Short, so it is one flat string (inspect shows the behaviour beside it).
+      id: parsed.name ?? `#${++this.anonymous}`,
       behavior,
     } as ActorChildSpec)
     return (child as ActorChild).ref as ActorRef<MessageOf<B>>
@@ -258,7 +259,7 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     if (config.placement === 'main') {
       child.thread = 'main'
       try {
-        await this.host.hostActor({ ...this.hostedFields(child), behavior: config.behavior, incarnation })
+        await this.host.hostActor({ ...this.hostedFields(child), behavior: config.behavior, incarnation, ref: child.ref })
       } catch (error) {
         child.thread = undefined
         throw error

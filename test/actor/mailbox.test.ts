@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import t from 'tap'
 import { Kind } from '../../src/actor/envelope.js'
 import { Mailbox } from '../../src/actor/mailbox.js'
@@ -104,3 +105,37 @@ function handled(snapshot: Awaited<ReturnType<ActorSystem['inspect']>>, name: st
   const node = snapshot.root.children.find(n => n.kind === 'actor' && n.name === name)
   return node?.kind === 'actor' ? node.messagesHandled : undefined
 }
+
+t.test('any sequence of push, take and cancel behaves as a bounded FIFO with cancellation in place', async () => {
+  type Op = { op: 'push'; id: number } | { op: 'take' } | { op: 'cancel'; id: number }
+  const op = fc.oneof(
+    fc.record({ op: fc.constant('push' as const), id: fc.nat(40) }),
+    fc.record({ op: fc.constant('take' as const) }),
+    fc.record({ op: fc.constant('cancel' as const), id: fc.nat(40) }),
+  ) as fc.Arbitrary<Op>
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 9 }), fc.array(op, { maxLength: 120 }), (capacity, ops) => {
+      const mailbox = new Mailbox(capacity)
+      // The model: queued deliveries in order, a cancelled one kept (it counts) until taken past.
+      const model: Array<{ id: number; live: boolean }> = []
+      for (const step of ops) {
+        if (step.op === 'push') {
+          const accepted = mailbox.push(Kind.ask, step.id, 1, step.id, 0)
+          if (accepted !== model.length < capacity) return false
+          if (accepted) model.push({ id: step.id, live: true })
+        } else if (step.op === 'take') {
+          while (model.length > 0 && !model[0]!.live) model.shift()
+          const expected = model.shift()
+          if (mailbox.take() !== (expected !== undefined)) return false
+          if (expected !== undefined && (mailbox.payload !== expected.id || mailbox.correlation !== expected.id)) return false
+        } else {
+          const queued = model.find(d => d.live && d.id === step.id)
+          if (mailbox.cancel(1, step.id) !== (queued !== undefined)) return false
+          if (queued !== undefined) queued.live = false
+        }
+        if (mailbox.depth !== model.length) return false
+      }
+      return true
+    }),
+  )
+})
