@@ -36,7 +36,7 @@ const benches: Bench[] = [
     names: ['http_models_rps', 'http_chat_rps', 'http_chat_rps_sync', 'http_chat_rps_unrecorded', 'http_chat_rps_hop_floor', 'http_chat_overhead_p50_ms', 'http_chat_sync_overhead_p50_ms', 'http_chat_hop_floor_p50_ms'],
     run: rounds => httpThroughput(rounds),
   },
-  { names: ['http_chat_rps_jwt'], run: authBench },
+  { names: ['http_chat_rps_jwt', 'http_chat_rps_auth'], run: authBench },
   { names: ['wf_run_tput'], run: workflowRunThroughput },
   { names: ['wf_http_run_p50_ms', 'wf_http_run_overhead_p50_ms', 'wf_http_run_sync_floor_p50_ms'], run: workflowHttpLatency },
   { names: ['wf_resume_ms'], run: workflowResume },

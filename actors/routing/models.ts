@@ -10,7 +10,8 @@ import { nextSequence } from '../stores/sequence.js'
  * The models routing table: which provider serves each model id. Registered models live in the
  * metadata store (the distribution registry) and are loaded at start; the models of
  * `registered_resources` are registered over them. An id that is not registered but reads
- * `provider_id/model` routes straight to that provider. One actor holds the table, so every
+ * `provider_id/model` routes straight to that provider; that namespace is the provider's, and
+ * no registration over the API may take an id in it. One actor holds the table, so every
  * reader on every thread sees one registry. The other routing tables (shields, vector stores,
  * tool groups) take the same shape: a registry, a resolve step, and forwarding.
  */
@@ -24,12 +25,27 @@ const modelInput = z.object({
 })
 export type ModelInput = z.infer<typeof modelInput>
 
+/** Who registered a model, as they were authenticated then: what access rules decide by. */
+const modelOwner = z.object({ principal: z.string(), attributes: z.record(z.string(), z.array(z.string())) })
+export type ModelOwner = z.infer<typeof modelOwner>
+
+/**
+ * What a caller resolved a model id to when it checked the caller's access: the registered
+ * model with this owner (null: unowned), or a model its provider lists (`provider_id/model`,
+ * unregistered). Routing or unregistering with it acts on that very model, and answers as for a
+ * missing model when the id names another by then: a check and its act never see two models.
+ */
+const checkedModel = z.discriminatedUnion('kind', [z.object({ kind: z.literal('registered'), owner: modelOwner.nullable() }), z.object({ kind: z.literal('listed') })])
+export type CheckedModel = z.infer<typeof checkedModel>
+
 export interface Model {
   readonly identifier: string
   readonly provider_id: string
   readonly provider_model_id: string
   readonly model_type: 'llm' | 'embedding'
   readonly metadata: Record<string, unknown>
+  /** Who registered it; absent when it was registered without authentication (every model of the config): unowned. */
+  readonly owner?: ModelOwner
 }
 
 /** The registry at one moment. */
@@ -71,22 +87,27 @@ const request = z.object({ model: z.string() }).loose()
 
 export const modelsProtocol = z.discriminatedUnion('type', [
   /**
-   * Registers a model. A model id registered already with other fields is refused (`conflict`)
-   * unless `replace`, as the config does when a declared model changes; with the same fields it
-   * is a no-op that answers the model.
+   * Registers a model, owned by `owner` (unowned without one). A model id registered already
+   * with other fields, or by another owner, is refused (`conflict`) unless `replace`, as the
+   * config does when a declared model changes; with the same fields and owner it is a no-op
+   * that answers the model.
    */
-  z.object({ type: z.literal('register'), model: modelInput, replace: z.boolean().optional() }),
-  /** Answers the model removed, or null when none had that id. */
-  z.object({ type: z.literal('unregister'), model_id: z.string() }),
+  z.object({ type: z.literal('register'), model: modelInput, owner: modelOwner.optional(), replace: z.boolean().optional() }),
+  /**
+   * Answers the model removed, or null when none had that id, or (with `expectOwner`) when the
+   * model under that id has another owner than the one the caller was checked against (null:
+   * unowned): a model registered anew between the check and this is not removed.
+   */
+  z.object({ type: z.literal('unregister'), model_id: z.string(), expectOwner: modelOwner.nullable().optional() }),
   z.object({ type: z.literal('get'), model_id: z.string() }),
   /** The registry: a ModelListing. */
   z.object({ type: z.literal('list') }),
   /** Streams a ModelListing now and after each change; a consumer that lags gets the latest only. Ends when the table stops. */
   z.object({ type: z.literal('watch') }),
-  /** Inference, routed by `request.model`; `chat` and `completion` also stream. */
-  z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }) }),
-  z.object({ type: z.literal('completion'), request }),
-  z.object({ type: z.literal('embeddings'), request }),
+  /** Inference, routed by `request.model` (only to the model `expect` names, when given); `chat` and `completion` also stream. */
+  z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }), expect: checkedModel.optional() }),
+  z.object({ type: z.literal('completion'), request, expect: checkedModel.optional() }),
+  z.object({ type: z.literal('embeddings'), request, expect: checkedModel.optional() }),
   /** The reconciler's summary of every provider (a tell): listed, and routed by. */
   z.object({ type: z.literal('runtime'), providers: z.record(z.string(), z.custom<ProviderAvailability>(value => typeof (value as ProviderAvailability | null)?.state === 'string', 'must be a provider availability')) }),
   /** The providers to route to, replacing the current set: a reload that added or removed one. */
@@ -145,9 +166,9 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   receive(state, msg: ModelsMessage, ctx) {
     switch (msg.type) {
       case 'register':
-        return inTurn(state, () => register(state, msg.model, msg.replace === true))
+        return inTurn(state, () => register(state, msg.model, msg.replace === true, msg.owner))
       case 'unregister':
-        return inTurn(state, () => unregister(state, msg.model_id))
+        return inTurn(state, () => unregister(state, msg.model_id, msg.expectOwner))
       case 'get':
         return state.models.get(msg.model_id) ?? null
       case 'list':
@@ -175,7 +196,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type === 'watch') return yield* watch(state, ctx)
     if (msg.type !== 'chat' && msg.type !== 'completion') throw new ActorError('bad_message', `the models routing table streams chat, completion and watch only, not ${msg.type}`)
-    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm', state.runtime), msg.type, ctx.cancellation)
+    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation)
   },
 })
 
@@ -193,7 +214,7 @@ function canonical(value: unknown): string {
   )
 }
 
-async function register(state: State, input: ModelInput, replace: boolean): Promise<Model> {
+async function register(state: State, input: ModelInput, replace: boolean, owner?: ModelOwner): Promise<Model> {
   if (!state.providers.has(input.provider_id)) {
     throw new ActorError('unknown_provider', `model '${input.model_id}' names provider '${input.provider_id}', which is not configured (configured: ${[...state.providers.keys()].join(', ') || 'none'})`)
   }
@@ -203,9 +224,17 @@ async function register(state: State, input: ModelInput, replace: boolean): Prom
     provider_model_id: input.provider_model_id ?? input.model_id,
     model_type: input.model_type ?? 'llm',
     metadata: input.metadata ?? {},
+    ...(owner === undefined ? {} : { owner }),
+  }
+  // The config's own models (replace) may take any id; one over the API may not take a provider's.
+  const namespace = providerModelOf(model.identifier)?.providerId
+  if (!replace && namespace !== undefined && state.providers.has(namespace)) {
+    throw new ActorError('invalid_request', `model_id '${model.identifier}' is in provider '${namespace}''s namespace, where ids name the models that provider lists; choose a model_id without the '${namespace}/' prefix`, { param: 'model_id' })
   }
   const existing = state.models.get(model.identifier)
   if (existing !== undefined && !replace) {
+    // The same words whoever holds it: nothing of a model the caller may not read is shown, not even whose it is.
+    if (existing.owner?.principal !== owner?.principal) throw new ActorError('conflict', `model id '${model.identifier}' is registered already; choose another id`, { param: 'model_id' })
     const differing = (['provider_id', 'provider_model_id', 'model_type', 'metadata'] as const).filter(field => canonical(existing[field]) !== canonical(model[field]))
     if (differing.length === 0) return existing
     const shown = differing.map(field => `${field} (registered: ${JSON.stringify(existing[field])}, given: ${JSON.stringify(model[field])})`).join(', ')
@@ -218,9 +247,10 @@ async function register(state: State, input: ModelInput, replace: boolean): Prom
   return model
 }
 
-async function unregister(state: State, modelId: string): Promise<Model | null> {
+async function unregister(state: State, modelId: string, expectOwner: ModelOwner | null | undefined): Promise<Model | null> {
   const model = state.models.get(modelId)
   if (model === undefined) return null
+  if (expectOwner !== undefined && !sameOwner(model.owner, expectOwner)) return null
   await state.kv?.delete(MODEL_PREFIX + modelId)
   state.models.delete(modelId)
   changed(state)
@@ -260,6 +290,33 @@ async function* watch(state: State, ctx: BehaviorContext<ModelsMessage>): AsyncG
   }
 }
 
+/** Whether `owner` is `expected`, attributes and all (null: unowned). */
+function sameOwner(owner: ModelOwner | undefined, expected: ModelOwner | null): boolean {
+  return canonical(owner ?? null) === canonical(expected)
+}
+
+/**
+ * The one answer for a model id that routes nowhere: not registered, not a provider's model, or
+ * one the caller may not read. Every path words it alike, so that a hidden model's 404 is a
+ * missing one's, byte for byte.
+ */
+export function modelNotFound(id: string): ActorError {
+  return new ActorError('model_not_found', `model '${id}' is not registered, and is not a provider's model (provider_id/model) you may use`)
+}
+
+/** `provider_id/model` split at its first slash; undefined for an id that does not read so. */
+export function providerModelOf(id: string): { readonly providerId: string; readonly providerModelId: string } | undefined {
+  const slash = id.indexOf('/')
+  return slash <= 0 || slash === id.length - 1 ? undefined : { providerId: id.slice(0, slash), providerModelId: id.slice(slash + 1) }
+}
+
+/** The model in the provider's last listing; Ollama's `name:latest` answers for `name`. */
+export function listedBy(availability: ProviderAvailability | undefined, id: string): ServedModel | undefined {
+  const models = availability?.models
+  if (models === undefined) return undefined
+  return models.find(m => m.id === id) ?? (id.includes(':') ? undefined : models.find(m => m.id === `${id}:latest`))
+}
+
 /** Where a request goes: its provider, the id it was asked for, and the request as that provider names the model. */
 export interface Route {
   readonly provider: ProviderEntry
@@ -271,7 +328,9 @@ export interface Route {
  * The provider that serves `request.model` in this registry. Pure, so that a caller holding a
  * listing the table published (the HTTP server's watched copy) routes exactly as the table does.
  * A provider whose circuit breaker is open (`runtime`) is refused at once, with
- * `provider_unavailable` and how long to wait, rather than asked to time out again.
+ * `provider_unavailable` and how long to wait, rather than asked to time out again. With
+ * `expect` it routes only the model a caller's access check resolved (CheckedModel); a
+ * `provider_id/model` then routes only while that provider lists the model.
  */
 export function routeModel(
   models: ReadonlyMap<string, Model>,
@@ -279,23 +338,25 @@ export function routeModel(
   request: { model: string },
   needs: 'llm' | 'embedding',
   runtime: Readonly<Record<string, ProviderAvailability>>,
+  expect?: CheckedModel,
 ): Route {
   const id = request.model
   const registered = models.get(id)
   if (registered !== undefined) {
+    if (expect !== undefined && !(expect.kind === 'registered' && sameOwner(registered.owner, expect.owner))) throw modelNotFound(id)
     const provider = providers.get(registered.provider_id)
     if (provider === undefined) throw new ActorError('model_not_found', `model '${id}' names provider '${registered.provider_id}', which is not configured`)
     if (registered.model_type !== needs) throw new ActorError('invalid_request', `model '${id}' is an ${registered.model_type} model; this endpoint needs an ${needs} model`)
     refuseIfOpen(runtime[provider.providerId], id)
     return { provider, model: id, request: { ...request, model: registered.provider_model_id } }
   }
-  const slash = id.indexOf('/')
-  const provider = slash > 0 ? providers.get(id.slice(0, slash)) : undefined
-  if (provider === undefined || slash === id.length - 1) {
-    throw new ActorError('model_not_found', `model '${id}' is not registered, and does not name a provider as provider_id/model (providers: ${[...providers.keys()].join(', ') || 'none'})`)
-  }
+  const direct = providerModelOf(id)
+  const provider = direct === undefined ? undefined : providers.get(direct.providerId)
+  if (direct === undefined || provider === undefined) throw modelNotFound(id)
+  const { providerModelId } = direct
+  if (expect !== undefined && !(expect.kind === 'listed' && listedBy(runtime[provider.providerId], providerModelId) !== undefined)) throw modelNotFound(id)
   refuseIfOpen(runtime[provider.providerId], id)
-  return { provider, model: id, request: { ...request, model: id.slice(slash + 1) } }
+  return { provider, model: id, request: { ...request, model: providerModelId } }
 }
 
 function refuseIfOpen(availability: ProviderAvailability | undefined, model: string): void {
@@ -306,7 +367,7 @@ function refuseIfOpen(availability: ProviderAvailability | undefined, model: str
 }
 
 function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
-  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm', state.runtime), msg.type, ctx.cancellation)
+  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation)
 }
 
 /** Asks the route's provider, and names the model in its reply as it was asked for. */

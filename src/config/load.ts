@@ -6,7 +6,7 @@ import type { Env, EnvProblem } from './env.js'
 import { isPlainObject, unknownKeys } from './fields.js'
 import { checkReferences } from './references.js'
 import { sqliteLmdbPath, stackConfigSchema, type StackConfig } from './schema.js'
-import { selectServed } from './served.js'
+import { QUOTA_BACKEND, selectServed } from './served.js'
 import { MAX_CONFIG_BYTES, tooLarge, yamlValue } from './yaml-value.js'
 
 export { ConfigError, formatPath, type ConfigIssue } from './config-error.js'
@@ -107,7 +107,7 @@ function servedDifferently(config: StackConfig): ConfigIssue[] {
     backend.type === 'kv_sqlite' || backend.type === 'sql_sqlite'
       ? [
           {
-            path: `storage.backends.${name}`,
+            path: quotaBackendPath(`storage.backends.${name}`),
             message: `${backend.type} is served by troupe's embedded LMDB store at ${sqliteLmdbPath(backend.db_path)}; existing SQLite data in ${backend.db_path} is not read`,
           },
         ]
@@ -130,7 +130,7 @@ function toConfigIssue(issue: z.core.$ZodIssue, indexes: Map<string, number[]>, 
 
 /** A path in the config kept as the same path in the file: dropped and skipped list items moved the ones after them. */
 function originalPath(path: string, indexes: Map<string, number[]>, modelIndexes: readonly number[]): string {
-  return path
+  return quotaBackendPath(path)
     .replace(/^providers\.([^.[]+)\[(\d+)\]/, (whole, api: string, at: string) => {
       const original = indexes.get(api)?.[Number(at)]
       return original === undefined ? whole : `providers.${api}[${original}]`
@@ -141,3 +141,8 @@ function originalPath(path: string, indexes: Map<string, number[]>, modelIndexes
     })
 }
 
+/** A path into the backend an inline server.quota.kvstore was made (served.ts), as the file has it: under server.quota.kvstore. */
+function quotaBackendPath(path: string): string {
+  const backend = `storage.backends.${QUOTA_BACKEND}`
+  return path === backend || path.startsWith(`${backend}.`) ? `server.quota.kvstore${path.slice(backend.length)}` : path
+}

@@ -3,10 +3,10 @@ import type { ConfigIssue } from './load.js'
 import { backendFamily, STORE_FAMILIES } from './schema.js'
 
 /**
- * Checks that span sections: every store names a backend that exists and is of the family it
- * needs, and provider ids are unique within each API. They run on the substituted input whether or not the
- * field checks passed (zod skips refinements after a field fails), so that one run reports
- * every error.
+ * Checks that span sections: every store (server.quota's counts too) names a backend that
+ * exists and is of the family it needs, and provider ids are unique within each API. They run
+ * on the substituted input whether or not the field checks passed (zod skips refinements after
+ * a field fails), so that one run reports every error.
  */
 export function checkReferences(input: Record<string, unknown>, providerIndexes: ReadonlyMap<string, readonly number[]>): ConfigIssue[] {
   const issues: ConfigIssue[] = []
@@ -18,8 +18,7 @@ export function checkReferences(input: Record<string, unknown>, providerIndexes:
     const path = `storage.stores.${name}.backend`
     const backend = backends[ref['backend']]
     if (!isPlainObject(backend)) {
-      const known = Object.keys(backends)
-      issues.push({ path, message: `no backend named '${ref['backend']}' (storage.backends has ${known.length ? known.join(', ') : 'none'})` })
+      issues.push({ path, message: noBackend(ref['backend'], backends) })
       continue
     }
     const needed = STORE_FAMILIES[name as keyof typeof STORE_FAMILIES]
@@ -27,6 +26,16 @@ export function checkReferences(input: Record<string, unknown>, providerIndexes:
     const family = backendFamily(type)
     if (needed !== undefined && family !== undefined && family !== needed) {
       issues.push({ path, message: `store '${name}' needs a ${needed}_* backend, but '${ref['backend']}' is ${type}` })
+    }
+  }
+  const server = isPlainObject(input['server']) ? input['server'] : {}
+  const quotaStore = isPlainObject(server['quota']) ? server['quota']['kvstore'] : undefined
+  if (isPlainObject(quotaStore) && typeof quotaStore['backend'] === 'string') {
+    const path = 'server.quota.kvstore.backend'
+    const backend = backends[quotaStore['backend']]
+    if (!isPlainObject(backend)) issues.push({ path, message: noBackend(quotaStore['backend'], backends) })
+    else if (backendFamily(String(backend['type'])) === 'sql') {
+      issues.push({ path, message: `server.quota counts in a kv_* backend, but '${quotaStore['backend']}' is ${String(backend['type'])}` })
     }
   }
   const providers = isPlainObject(input['providers']) ? input['providers'] : {}
@@ -43,4 +52,9 @@ export function checkReferences(input: Record<string, unknown>, providerIndexes:
     })
   }
   return issues
+}
+
+function noBackend(name: string, backends: Record<string, unknown>): string {
+  const known = Object.keys(backends)
+  return `no backend named '${name}' (storage.backends has ${known.length ? known.join(', ') : 'none'})`
 }

@@ -199,11 +199,42 @@ export const stackConfigSchema = z
                   z.record(z.string(), z.unknown()).optional(),
                   "How callers are authenticated, by `type`: oauth2_token, custom, upstream_header or api_keys (llama-stack's fields; see the README's Authentication). Checked when the config is loaded.",
                 ),
-                route_policy: hot(z.array(z.unknown()).default([]), "llama-stack's route access rules. Not built yet: a config with rules is refused rather than served without them."),
-                access_policy: hot(z.array(z.unknown()).default([]), "llama-stack's resource access rules. Not built yet: a config with rules is refused rather than served without them."),
+                route_policy: hot(
+                  z.array(z.unknown()).default([]),
+                  "llama-stack's route rules, tried in order, the first match deciding: `permit` or `forbid` `{ paths }` (exact, a prefix ending in `*`, `*`, or `regex:…`), with `when`/`unless` conditions on the caller's attributes (`user with admin in roles`). A request no rule permits is refused with 403; empty, every route is allowed. They apply to every route, the public ones too. Checked when the config is loaded (see the README's Access policy).",
+                ),
+                access_policy: hot(
+                  z.array(z.unknown()).default([]),
+                  "llama-stack's resource rules, tried in order, the first match deciding: `permit` or `forbid` `{ principal, actions, resource }` (actions of create, read, update, delete; resource `type::id`, `type::*` or `regex:…`), with `when`/`unless` conditions (`user is owner`, `user in owners teams`, `user with admin in roles`, …). No rule matching denies. Empty, llama-stack's default: the owner, a caller sharing a role, team, project or namespace with the owner, and anyone for unowned resources. Needs a provider_config. Checked when the config is loaded (see the README's Access policy).",
+                ),
               })
               .optional(),
             'Authentication (llama-stack\'s server.auth): every route but /v1/health, /v1/version and /metrics needs credentials.',
+          ),
+          quota: hot(
+            z
+              .object({
+                kvstore: hot(
+                  z.object({
+                    backend: hot(z.string().min(1), 'Name of a kv_* backend under storage.backends.'),
+                    namespace: hot(z.string().min(1), 'Key prefix that keeps the counts apart from other stores on the same backend.'),
+                  }),
+                  "Where the counts are kept (llama-stack's KVStoreReference). An inline llama-stack kvstore (`{ type: sqlite, db_path }`, redis, postgres) is read as a backend of its own named `server.quota.kvstore`, its `namespace` (default `quota`) kept here.",
+                ),
+                anonymous_max_requests: hot(z.number().int().min(0).default(100), 'Requests each unauthenticated client (by IP address) may make per period.'),
+                authenticated_max_requests: hot(z.number().int().min(0).default(1000), 'Requests each authenticated principal may make per period.'),
+                period: hot(z.enum(['day']).default('day'), "The window requests are counted in: fixed, aligned to UTC midnight (llama-stack's only period)."),
+                max_concurrent_streams: hot(
+                  z.number().int().positive().optional(),
+                  'troupe: streams each client may have open at once (streamed chat completions and completions, GET /events/{id}); unset, no limit.',
+                ),
+                max_concurrent_runs: hot(
+                  z.number().int().positive().optional(),
+                  'troupe: workflow runs each client may have going at once: POST /workflows/{name}/run while it waits, run-nowait until the run finishes; unset, no limit.',
+                ),
+              })
+              .optional(),
+            "Request quotas (llama-stack's server.quota), counted per principal, or per IP address without authentication, in a kv store so that counts survive a restart; past one, 429 with Retry-After. Routes served without credentials are not counted.",
           ),
           cors: hot(z.union([z.boolean(), z.object({ allow_origins: hot(z.array(z.string()), 'Origins allowed to call the API.') })]).optional(), 'CORS: true for any origin, or a list.'),
           workflows_context_secret: hot(

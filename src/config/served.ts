@@ -62,7 +62,7 @@ const LLAMA_STACK_PROVIDER_TYPES: Readonly<Record<string, ReadonlySet<string>>> 
 /** llama-stack's top-level sections that troupe has no part for. */
 const UNSERVED_SECTIONS = ['container_image', 'external_providers_dir', 'external_apis_dir', 'vector_stores', 'safety', 'connectors', 'telemetry']
 /** llama-stack's `server` fields that troupe has no part for (its TLS fields are read as server.tls, its registry refresh interval as the reconciler's). */
-const UNSERVED_SERVER_FIELDS = ['quota', 'workers']
+const UNSERVED_SERVER_FIELDS = ['workers']
 /** llama-stack's stores that no troupe actor uses. */
 const UNSERVED_STORES = ['responses', 'connectors']
 /** llama-stack's backend types that troupe has no store for. */
@@ -146,7 +146,7 @@ export function selectServed(raw: Record<string, unknown>, env: Env, problems: E
   if (providers.list !== undefined) input['providers'] = providers.list
   const modelIndexes: number[] = []
   if (isPlainObject(input['registered_resources'])) input['registered_resources'] = selectModels(input['registered_resources'], providers.skippedIds, skip, modelIndexes)
-  return { input: llamaStackSpellings(input), indexes: providers.indexes, modelIndexes, skipped }
+  return { input: llamaStackSpellings(input, problems), indexes: providers.indexes, modelIndexes, skipped }
 }
 
 interface SelectedProviders {
@@ -274,10 +274,11 @@ function unservedModel(model: Record<string, unknown>, skippedIds: ReadonlyMap<s
 /**
  * llama-stack's names for what troupe serves under its own: distro_name, server.tls_*,
  * server.registry_refresh_interval_seconds (how often it re-lists providers' models: the
- * reconciler's interval, unless troupe.reconciler sets one), a kv_redis host and port.
+ * reconciler's interval, unless troupe.reconciler sets one), an inline server.quota.kvstore, a
+ * kv_redis host and port.
  */
-function llamaStackSpellings(input: Record<string, unknown>): Record<string, unknown> {
-  const { distro_name: distroName, ...out } = input
+function llamaStackSpellings(input: Record<string, unknown>, problems: EnvProblem[]): Record<string, unknown> {
+  const { distro_name: distroName, ...out } = quotaStoreAsBackend(input, problems)
   // llama-stack renamed image_name to distro_name; troupe shows it as image_name.
   if (distroName !== undefined && (out['image_name'] === undefined || out['image_name'] === null)) out['image_name'] = distroName
   if (isPlainObject(out['server']) && out['server']['registry_refresh_interval_seconds'] !== undefined) {
@@ -309,4 +310,57 @@ function redisByUrl(backend: unknown): unknown {
   if (!('host' in backend) && !('port' in backend)) return backend
   const { host, port, ...rest } = backend
   return { ...rest, url: `redis://${String(host ?? 'localhost')}:${String(port ?? 6379)}` }
+}
+
+/** The backend an inline server.quota.kvstore becomes: a name no one writes by chance, and that says where it came from. */
+export const QUOTA_BACKEND = 'server.quota.kvstore'
+
+/** llama-stack's inline kvstore types, before and after it prefixed them with kv_, as the backend types troupe serves them with. */
+const INLINE_KV_TYPES: Readonly<Record<string, string>> = {
+  sqlite: 'kv_sqlite',
+  kv_sqlite: 'kv_sqlite',
+  redis: 'kv_redis',
+  kv_redis: 'kv_redis',
+  postgres: 'kv_postgres',
+  kv_postgres: 'kv_postgres',
+}
+
+/** llama-stack's defaults for an inline kvstore's fields, where troupe's backend of the same type has others. */
+const INLINE_KV_DEFAULTS: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
+  kv_redis: { host: 'localhost', port: 6379 },
+  kv_postgres: { host: 'localhost', port: 5432, db: 'llamastack', table_name: 'llamastack_kvstore' },
+}
+
+/**
+ * llama-stack releases before `storage.backends` wrote server.quota.kvstore inline (`{ type:
+ * sqlite, db_path, namespace }`); since then it names a backend and a namespace, as troupe does.
+ * An inline one becomes the backend QUOTA_BACKEND (a sqlite one served by LMDB beside its file,
+ * as every kv_sqlite backend is) and a reference to it; its namespace stays with the reference
+ * (`quota` when it has none). A type troupe has no backend for (mongodb) is a problem at the path.
+ */
+function quotaStoreAsBackend(input: Record<string, unknown>, problems: EnvProblem[]): Record<string, unknown> {
+  const server = input['server']
+  const quota = isPlainObject(server) ? server['quota'] : undefined
+  const kvstore = isPlainObject(quota) ? quota['kvstore'] : undefined
+  if (!isPlainObject(server) || !isPlainObject(quota) || !isPlainObject(kvstore) || !('type' in kvstore)) return input
+  const { type, namespace, ...fields } = kvstore
+  const served = typeof type === 'string' ? INLINE_KV_TYPES[type] : undefined
+  const storage = isPlainObject(input['storage']) ? input['storage'] : {}
+  const backends = isPlainObject(storage['backends']) ? storage['backends'] : {}
+  const refuse = (path: string, message: string): Record<string, unknown> => {
+    problems.push({ path, message })
+    // The rest of the section is not checked: the problem above says what to change.
+    const { quota: _refused, ...rest } = server
+    return { ...input, server: rest }
+  }
+  if (served === undefined) {
+    return refuse('server.quota.kvstore.type', `${JSON.stringify(type)} kvstores are not served by troupe: use sqlite, redis or postgres, or name a kv_* backend of storage.backends (kvstore: { backend, namespace })`)
+  }
+  if (QUOTA_BACKEND in backends) return refuse('server.quota.kvstore', `an inline kvstore is served as the backend '${QUOTA_BACKEND}', a name storage.backends already uses: name that backend here instead (kvstore: { backend, namespace })`)
+  const backend = { ...INLINE_KV_DEFAULTS[served], ...fields, type: served }
+  return {
+    ...input,
+    storage: { ...storage, backends: { ...backends, [QUOTA_BACKEND]: backend } },
+    server: { ...server, quota: { ...quota, kvstore: { backend: QUOTA_BACKEND, namespace: typeof namespace === 'string' && namespace !== '' ? namespace : 'quota' } } },
+  }
 }

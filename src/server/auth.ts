@@ -4,7 +4,9 @@ import type { IncomingMessage } from 'node:http'
 import { Agent, fetch as undiciFetch } from 'undici'
 import { createRemoteJWKSet, customFetch, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose'
 import { z } from 'zod'
+import type { AccessPolicy } from './access-policy.js'
 import { HttpError } from './http.js'
+import type { RoutePolicy } from './route-policy.js'
 
 /**
  * Authentication, in llama-stack's shape (`server.auth.provider_config`, by `type`):
@@ -64,6 +66,28 @@ export const authProviderSchema = z.discriminatedUnion('type', [
   }),
 ])
 export type AuthProviderConfig = z.infer<typeof authProviderSchema>
+
+/** server.auth, checked and compiled: how callers are authenticated, and the rules their requests and resources are held to. */
+export interface AuthSettings {
+  /** undefined: route rules alone, without authentication (llama-stack allows it); every caller is anonymous. */
+  readonly provider: AuthProviderConfig | undefined
+  /** route_policy; undefined when it has no rules, and every route is allowed. */
+  readonly routePolicy: RoutePolicy | undefined
+  /** access_policy; llama-stack's default when it has no rules. */
+  readonly accessPolicy: AccessPolicy
+}
+
+/**
+ * server.auth as one request is held to it: its authenticator and both policies, taken whole
+ * when the request starts (ServedRequest.auth), so that a reload while it awaits cannot mix the
+ * old authenticator with the new rules.
+ */
+export interface RequestAuth {
+  /** undefined: no provider_config; every caller is anonymous. */
+  readonly authenticator: Authenticator | undefined
+  readonly routePolicy: RoutePolicy | undefined
+  readonly accessPolicy: AccessPolicy
+}
 
 /** Routes served without credentials, as llama-stack serves health and version (`/health`: the workflows protocol's). */
 const PUBLIC_ROUTES = new Set(['/v1/health', '/v1/version', '/metrics', '/health'])

@@ -1,13 +1,22 @@
 import type { Logger } from 'pino'
 import { CancelSource, type ActorRef } from '../actor/index.js'
-import type { Model, ModelListing, ModelsMessage, ProviderAvailability } from '../../actors/routing/models.js'
+import { listedBy, providerModelOf, type CheckedModel, type Model, type ModelListing, type ModelsMessage, type ProviderAvailability } from '../../actors/routing/models.js'
 import type { ServedModel } from '../stack/model-cache.js'
+import type { AccessPolicy, ProtectedResource } from './access-policy.js'
+import type { Principal } from './auth.js'
+import { readableBy } from './ownership.js'
 
-/** GET /v1/models's body, as JSON with its length in bytes, and the listing version it shows. */
-export interface ServedModelList {
-  readonly version: number
+/** A body as GET /v1/models sends it: JSON, and its length in bytes. */
+export interface ModelListBody {
   readonly body: string
   readonly bytes: number
+}
+
+/** GET /v1/models's body, as JSON with its length in bytes, and the listing version it shows. */
+export interface ServedModelList extends ModelListBody {
+  readonly version: number
+  /** Each model listed, as the access policy sees it, with its JSON: what a caller's own list is made of. */
+  readonly listed: ReadonlyArray<{ readonly resource: ProtectedResource; readonly json: string }>
   /** The registered models by id, for routing. */
   readonly byId: ReadonlyMap<string, Model>
   /** The reconciler's summary of each provider, for routing and for model availability. */
@@ -35,6 +44,12 @@ export class ModelList {
   #watching = false
   /** Whether the watch has delivered and still runs: only then is `#served` known to be current. */
   #live = false
+  /**
+   * Each caller's list, by the principal object its authenticator answers (the same object for
+   * a key, or a token remembered), while the listing and policy it was made from are current:
+   * a client listing again is not filtered again. Weak, so it holds no caller that is gone.
+   */
+  readonly #readable = new WeakMap<Principal, { readonly served: ServedModelList; readonly policy: AccessPolicy; readonly list: ModelListBody }>()
 
   constructor(models: ActorRef<ModelsMessage>, log: Logger) {
     this.#models = models
@@ -63,6 +78,15 @@ export class ModelList {
     return this.#keep(listing)
   }
 
+  /** The part of `served` that `user` may read under `policy`. */
+  readableBy(served: ServedModelList, user: Principal, policy: AccessPolicy): ModelListBody {
+    const kept = this.#readable.get(user)
+    if (kept !== undefined && kept.served === served && kept.policy === policy) return kept.list
+    const list = listBody(readableBy(policy, user, served.listed, model => model.resource).map(model => model.json))
+    this.#readable.set(user, { served, policy, list })
+    return list
+  }
+
   /** Ends the watch. */
   close(): void {
     this.#closed.cancel()
@@ -72,8 +96,8 @@ export class ModelList {
     const served = this.#served
     if (served !== undefined && served.version >= listing.version) return served
     const byId = new Map(listing.models.map(model => [model.identifier, model]))
-    const body = JSON.stringify({ object: 'list', data: listedModels(listing, byId) })
-    return (this.#served = { version: listing.version, body, bytes: Buffer.byteLength(body), byId, runtime: listing.runtime })
+    const listed = listedModels(listing, byId).map(({ resource, view }) => ({ resource, json: JSON.stringify(view) }))
+    return (this.#served = { version: listing.version, ...listBody(listed.map(model => model.json)), listed, byId, runtime: listing.runtime })
   }
 
   #watch(): void {
@@ -96,18 +120,47 @@ export class ModelList {
   }
 }
 
+/** A model as the access policy sees it. */
+export function modelResource(model: Model): ProtectedResource {
+  return { type: 'model', identifier: model.identifier, owner: model.owner }
+}
+
+/**
+ * What `id` names in `served`, for an access check and for the act it guards: the registered
+ * model (with its owner), or a model its provider listed at its last check (`provider_id/model`,
+ * unowned: llama-stack registers the models its providers list as unowned resources of their
+ * own, so a private model registered over the same provider model does not hide it). Undefined
+ * for anything else: an authenticated caller reaches nothing a provider does not list.
+ */
+export function resolveModel(served: ServedModelList, id: string): { readonly resource: ProtectedResource; readonly checked: CheckedModel } | undefined {
+  const registered = served.byId.get(id)
+  if (registered !== undefined) return { resource: modelResource(registered), checked: { kind: 'registered', owner: registered.owner ?? null } }
+  const direct = providerModelOf(id)
+  if (direct === undefined || listedBy(served.runtime[direct.providerId], direct.providerModelId) === undefined) return undefined
+  return { resource: { type: 'model', identifier: id }, checked: { kind: 'listed' } }
+}
+
+/** `{ "object": "list", "data": [...] }` from the JSON of each item, as JSON.stringify would write it. */
+function listBody(items: readonly string[]): ModelListBody {
+  const body = `{"object":"list","data":[${items.join(',')}]}`
+  return { body, bytes: Buffer.byteLength(body) }
+}
+
 /**
  * What GET /v1/models lists: the registered models, then, for each provider with
  * `refresh_models`, every model it served at its last check as `provider_id/model` (unless a
- * registered model has that id already).
+ * registered model has that id already), unowned.
  */
-function listedModels(listing: ModelListing, byId: ReadonlyMap<string, Model>): Array<Record<string, unknown>> {
-  const data = listing.models.map(model => openAiModel(model, listing.runtime[model.provider_id]))
+function listedModels(listing: ModelListing, byId: ReadonlyMap<string, Model>): Array<{ resource: ProtectedResource; view: Record<string, unknown> }> {
+  const data = listing.models.map((model): { resource: ProtectedResource; view: Record<string, unknown> } => ({
+    resource: modelResource(model),
+    view: openAiModel(model, listing.runtime[model.provider_id]),
+  }))
   for (const [providerId, availability] of Object.entries(listing.runtime)) {
     if (!availability.refreshModels) continue
     for (const served of availability.models ?? []) {
       const id = `${providerId}/${served.id}`
-      if (!byId.has(id)) data.push(servedModelView(providerId, served.id, availability))
+      if (!byId.has(id)) data.push({ resource: { type: 'model', identifier: id }, view: servedModelView(providerId, served.id, availability) })
     }
   }
   return data
@@ -120,7 +173,7 @@ function listedModels(listing: ModelListing, byId: ReadonlyMap<string, Model>): 
  * `unavailable_reason` when the provider is unreachable or does not list the model.
  */
 export function openAiModel(model: Model, availability: ProviderAvailability | undefined): Record<string, unknown> {
-  const served = servedBy(availability, model.provider_model_id)
+  const served = listedBy(availability, model.provider_model_id)
   return {
     id: model.identifier,
     object: 'model',
@@ -140,7 +193,7 @@ export function openAiModel(model: Model, availability: ProviderAvailability | u
  * provider last listed (its type, context length, …) when it listed it.
  */
 export function servedModelView(providerId: string, providerModelId: string, availability: ProviderAvailability | undefined): Record<string, unknown> {
-  const served = servedBy(availability, providerModelId)
+  const served = listedBy(availability, providerModelId)
   const modelType = served?.model_type ?? 'llm'
   const metadata = reported(served)
   return {
@@ -157,13 +210,6 @@ export function servedModelView(providerId: string, providerModelId: string, ava
   }
 }
 
-/** The model in the provider's last listing; Ollama's `name:latest` answers for `name`. */
-function servedBy(availability: ProviderAvailability | undefined, id: string): ServedModel | undefined {
-  const models = availability?.models
-  if (models === undefined) return undefined
-  return models.find(m => m.id === id) ?? (id.includes(':') ? undefined : models.find(m => m.id === `${id}:latest`))
-}
-
 /** What the backend reported of a model, as metadata. */
 function reported(served: ServedModel | undefined): Record<string, unknown> {
   if (served === undefined) return {}
@@ -178,7 +224,7 @@ function reported(served: ServedModel | undefined): Record<string, unknown> {
 
 /** Whether `providerId` serves `modelId` now, as /v1/models shows it: available, not (with why), or not known yet. */
 export function modelAvailability(providerId: string, modelId: string, availability: ProviderAvailability | undefined): { available: boolean | null; unavailable_reason?: string } {
-  return availabilityOf(providerId, modelId, availability, servedBy(availability, modelId))
+  return availabilityOf(providerId, modelId, availability, listedBy(availability, modelId))
 }
 
 function availabilityOf(providerId: string, modelId: string, availability: ProviderAvailability | undefined, served: ServedModel | undefined): { available: boolean | null; unavailable_reason?: string } {

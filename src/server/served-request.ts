@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { CancelSource, type Cancellation } from '../actor/index.js'
-import type { Principal } from './auth.js'
+import type { Principal, RequestAuth } from './auth.js'
+import type { RequestSlots } from './concurrency-slots.js'
 
 /**
  * One request as handlers see it. It is the Cancellation of the asks made for it: they are
@@ -9,8 +10,12 @@ import type { Principal } from './auth.js'
  */
 export class ServedRequest implements Cancellation {
   params: Record<string, string> = {}
+  /** server.auth as the request started: its authentication, route and access checks all use this one; undefined without server.auth. */
+  auth: RequestAuth | undefined
   /** Who made it, once authenticated (server.auth); undefined when the server runs without authentication. */
   principal: Principal | undefined
+  /** Its client's stream and run slots, set by the server's quota step when server.quota limits them; handlers that stream or run hold one. */
+  slots: RequestSlots | undefined
   readonly pathname: string
   readonly #search: string
   /**

@@ -7,17 +7,20 @@ import { type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
 import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
-import { askRoute, routeModel, streamRoute, type Model, type ModelsMessage, type ProviderEntry, type Route as ModelRoute } from '../../actors/routing/models.js'
+import { askRoute, modelNotFound, providerModelOf, routeModel, streamRoute, type CheckedModel, type Model, type ModelOwner, type ModelsMessage, type ProviderEntry, type Route as ModelRoute } from '../../actors/routing/models.js'
 import type { ChatCompletion, ChatCompletionChunk, TextCompletion } from '../../actors/providers/inference/protocol.js'
 import { CompletionAssembler } from './completion-assembler.js'
-import { ModelList, openAiModel, servedModelView } from './model-list.js'
+import { ModelList, modelResource, openAiModel, resolveModel, servedModelView } from './model-list.js'
 import type { ReconcilerMessage } from '../stack/reconciler.js'
 import { runtimeRoutes } from './routes/runtime.js'
-import { createAuthenticator, isPublicRoute, type Authenticator, type AuthProviderConfig } from './auth.js'
+import { AccessPolicy } from './access-policy.js'
+import { createAuthenticator, isPublicRoute, type AuthSettings, type RequestAuth } from './auth.js'
+import { authorizeAction, authorizeCreate, ownerOf } from './ownership.js'
 import { sameValue } from '../config/index.js'
 import { clientErrorOf, HttpError, rawErrorResponse, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
+import { RequestQuota, type QuotaSettings } from './quota.js'
 import { ServedRequest } from './served-request.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
 import { adminRoutes, type AdminHooks } from './routes/admin.js'
@@ -40,8 +43,14 @@ export interface ServerSettings {
   readonly workflowsContextSecret?: string | undefined
   /** The deadline of `close()` without one, and of the old listener's requests after a `rebind`. */
   readonly drainTimeoutMs?: number | undefined
-  /** server.auth.provider_config, checked: every route but the public ones needs credentials. Absent, none does. */
-  readonly auth?: AuthProviderConfig | undefined
+  /**
+   * server.auth, checked: with a provider every route but the public ones needs credentials; the
+   * route policy is checked before every handler, the access policy wherever a resource is
+   * touched. Absent, none of this applies.
+   */
+  readonly auth?: AuthSettings | undefined
+  /** server.quota: request quotas per client and window, and concurrency limits. Absent, nothing is counted. */
+  readonly quota?: QuotaSettings | undefined
 }
 
 /**
@@ -80,6 +89,8 @@ export interface ApiDeps extends ServerSettings, ServerServices {
   readonly metrics?: ServerMetrics | undefined
   /** Serve HTTPS with these; a CA also requires and checks client certificates. */
   readonly tls?: TlsFiles | undefined
+  /** The clock server.quota's windows are read from; Date.now unless a test moves time. */
+  readonly now?: (() => number) | undefined
 }
 
 /** PEM contents for HTTPS. */
@@ -136,7 +147,9 @@ export class ApiServer {
   readonly #deps: ApiDeps
   readonly #modelList: ModelList
   #settings: ServerSettings
-  #authenticator: Authenticator | undefined
+  /** server.auth compiled with its authenticator, replaced whole by `configure`: each request takes it once (ServedRequest.auth). */
+  #auth: RequestAuth | undefined
+  #quota: RequestQuota | undefined
   #services: ServerServices
   #routes: readonly Route[]
   #router: Router<Route>
@@ -150,7 +163,8 @@ export class ApiServer {
   constructor(deps: ApiDeps) {
     this.#deps = deps
     this.#settings = deps
-    this.#authenticator = deps.auth === undefined ? undefined : createAuthenticator(deps.auth)
+    this.#auth = requestAuth(deps.auth, undefined)
+    this.#quota = RequestQuota.reconfigure(undefined, deps.quota, this.#quotaContext())
     this.#services = deps
     this.#modelList = new ModelList(deps.models, deps.log)
     this.#routes = this.#buildRoutes()
@@ -191,7 +205,9 @@ export class ApiServer {
    */
   configure(settings: ServerSettings): void {
     // A verifier is made anew only when its settings change: its cached keys stay otherwise.
-    if (!sameValue(settings.auth, this.#settings.auth)) this.#authenticator = settings.auth === undefined ? undefined : createAuthenticator(settings.auth)
+    this.#auth = requestAuth(settings.auth, sameValue(settings.auth?.provider, this.#settings.auth?.provider) ? this.#auth : undefined)
+    // The counts stay while their store does: only new limits take effect.
+    this.#quota = RequestQuota.reconfigure(this.#quota, settings.quota, this.#quotaContext())
     this.#settings = { ...settings }
     this.#rebuildRoutes()
   }
@@ -277,7 +293,8 @@ export class ApiServer {
    * them all). At the deadline every request left is cancelled, which cancels its asks and so
    * their upstream calls, and is answered 503 `shutting_down`, or cut if its headers are out;
    * CUT_GRACE_MS later every connection left is destroyed. So it resolves by the deadline plus
-   * that grace whatever handlers and clients do. A second call returns the same promise, with
+   * that grace whatever handlers and clients do, and then writes server.quota's counts (an ask
+   * to its store, bounded by its own timeout). A second call returns the same promise, with
    * the deadline brought forward when the new one is sooner.
    */
   close(deadlineMs: number = this.#settings.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS): Promise<void> {
@@ -291,6 +308,8 @@ export class ApiServer {
     const done = Promise.all([...this.#listeners()].map(listener => listener.retire(deadline.passed, cut))).then(() => {
       deadline.clear()
       this.#modelList.close()
+      // After the last request: every count it made is written before the stores close.
+      return this.#quota?.close()
     })
     this.#closing = { done, deadline }
     return done
@@ -304,6 +323,10 @@ export class ApiServer {
   #rebuildRoutes(): void {
     this.#routes = this.#buildRoutes()
     this.#router = new Router(this.#routes)
+  }
+
+  #quotaContext(): { now: () => number; log: Logger } {
+    return { now: this.#deps.now ?? Date.now, log: this.#deps.log.child({ component: 'quota' }) }
   }
 
   async #serve(request: ServedRequest): Promise<void> {
@@ -328,9 +351,15 @@ export class ApiServer {
       route = found.route
       // After routing, so that the refusal is worded as the route words its errors.
       if (this.#draining) throw shuttingDown('the server is shutting down; retry on a new connection')
-      // Before any handler: nothing unauthenticated reaches an actor or a provider.
-      const authenticator = this.#authenticator
+      // Before any handler: nothing unauthenticated reaches an actor or a provider. One
+      // snapshot of server.auth for the whole request: a reload while it awaits mixes nothing.
+      const auth = (request.auth = this.#auth)
+      const authenticator = auth?.authenticator
       if (authenticator !== undefined && !isPublicRoute(route.path)) request.principal = await authenticator.authenticate(req, request)
+      auth?.routePolicy?.authorize(pathname, request.principal)
+      // Once the caller is known, before any handler: a refused request reaches no actor.
+      const quota = this.#quota
+      if (quota !== undefined && !isPublicRoute(route.path)) await quota.admit(request)
       if (route.inference === true) this.#services.prewakeInference?.()
       request.params = found.params
       const result = await route.handle(request)
@@ -368,24 +397,28 @@ export class ApiServer {
         reconciler: () => this.#services.reconciler,
         providers: () => this.#services.providers,
         models: () => this.#modelList.current(),
+        mayRead: (request, model) => request.principal === undefined || accessPolicyOf(request).allows('read', modelResource(model), request.principal),
       }),
       { method: 'GET', path: '/v1/inspect/routes', api: 'inspect', handle: async ({ query }) => ({ data: this.#listRoutes(validate(inspectRoutesQuery, Object.fromEntries(query), 'query').api_filter) }) },
       { method: 'GET', path: '/v1/inspect/actors', api: 'inspect', handle: () => this.#deps.system.inspect() },
       ...(this.#deps.metrics === undefined ? [] : metricsRoutes(this.#deps.metrics)),
       ...(this.#deps.admin === undefined ? [] : adminRoutes(this.#deps.admin)),
-      { method: 'GET', path: '/v1/models', api: 'models', handle: ({ res }) => this.#listModels(res) },
+      { method: 'GET', path: '/v1/models', api: 'models', handle: request => this.#listModels(request) },
       {
         method: 'GET',
         path: '/v1/models/{model_id:path}',
         api: 'models',
-        handle: async ({ params }) => this.#retrieveModel(params['model_id']!),
+        handle: async request => this.#retrieveModel(request.params['model_id']!, request),
       },
       {
         method: 'POST',
         path: '/v1/models',
         api: 'models',
         handle: async request => {
-          const model = await models.ask<Model>({ type: 'register', model: await this.#body(registerModelBody, request) })
+          const input = await this.#body(registerModelBody, request)
+          authorizeCreate(accessPolicyOf(request), { type: 'model', identifier: input.model_id }, request.principal)
+          const owner = ownerOf(request.principal)
+          const model = await models.ask<Model>({ type: 'register', model: input, ...(owner === undefined ? {} : { owner }) })
           // What the provider serves is checked again now, so the model's availability shows soon.
           this.#services.reconciler?.tell({ type: 'invalidate', reason: 'model_registered', provider_id: model.provider_id })
           const served = await this.#modelList.refresh()
@@ -396,10 +429,20 @@ export class ApiServer {
         method: 'DELETE',
         path: '/v1/models/{model_id:path}',
         api: 'models',
-        handle: async ({ params }) => {
-          const id = params['model_id']!
-          const removed = await models.ask<Model | null>({ type: 'unregister', model_id: id })
-          if (removed === null) throw new HttpError(404, 'model_not_found', `model '${id}' is not registered`)
+        handle: async request => {
+          const id = request.params['model_id']!
+          const user = request.principal
+          // Checked against one owner, removed only while the model still has it: one registered
+          // anew by another in between is not deleted (the table answers null, as for none).
+          let expectOwner: ModelOwner | null | undefined
+          if (user !== undefined) {
+            const model = await models.ask<Model | null>({ type: 'get', model_id: id })
+            if (model === null) throw modelNotFound(id)
+            authorizeAction(accessPolicyOf(request), 'delete', modelResource(model), user, () => modelNotFound(id))
+            expectOwner = model.owner ?? null
+          }
+          const removed = await models.ask<Model | null>({ type: 'unregister', model_id: id, ...(expectOwner === undefined ? {} : { expectOwner }) })
+          if (removed === null) throw modelNotFound(id)
           this.#services.reconciler?.tell({ type: 'invalidate', reason: 'model_unregistered', provider_id: removed.provider_id })
           await this.#modelList.refresh()
           return { id, object: 'model', deleted: true }
@@ -420,7 +463,7 @@ export class ApiServer {
         inference: true,
         handle: async request => {
           const body = await this.#body(embeddingsBody, request)
-          return this.#infer('embeddings', body, this.#route(body, 'embedding'), request)
+          return this.#infer('embeddings', body, await this.#routeFor(request, body, 'embedding'), request)
         },
       },
       {
@@ -520,16 +563,45 @@ export class ApiServer {
 
   /**
    * A registered model, or `provider_id/model` for a configured provider: whatever routes is
-   * retrievable, shown with whether its provider serves it now.
+   * retrievable, shown with whether its provider serves it now. An authenticated caller gets
+   * what inference would route for them (resolveModel, then their read check); anything else is
+   * the one model-not-found answer.
    */
-  async #retrieveModel(id: string): Promise<Record<string, unknown>> {
+  async #retrieveModel(id: string, request: Request): Promise<Record<string, unknown>> {
+    const user = request.principal
+    if (user !== undefined) {
+      const served = await this.#modelList.current()
+      const resolved = resolveModel(served, id)
+      if (resolved === undefined || !accessPolicyOf(request).allows('read', resolved.resource, user)) throw modelNotFound(id)
+      const model = served.byId.get(id)
+      if (model !== undefined) return openAiModel(model, served.runtime[model.provider_id])
+      const { providerId, providerModelId } = providerModelOf(id)!
+      return servedModelView(providerId, providerModelId, served.runtime[providerId])
+    }
     const model = await this.#deps.models.ask<Model | null>({ type: 'get', model_id: id })
     const served = await this.#modelList.current()
     if (model !== null) return openAiModel(model, served.runtime[model.provider_id])
-    const slash = id.indexOf('/')
-    const providerId = id.slice(0, slash)
-    if (slash > 0 && slash < id.length - 1 && this.#services.providers?.has(providerId) === true) return servedModelView(providerId, id.slice(slash + 1), served.runtime[providerId])
-    throw new HttpError(404, 'model_not_found', `model '${id}' is not registered, and does not name a configured provider as provider_id/model`)
+    const direct = providerModelOf(id)
+    if (direct !== undefined && this.#services.providers?.has(direct.providerId) === true) return servedModelView(direct.providerId, direct.providerModelId, served.runtime[direct.providerId])
+    throw modelNotFound(id)
+  }
+
+  /**
+   * Where an inference request goes. Without a caller, by the watched registry (undefined while
+   * no watch is live: the table routes). With one, as llama-stack does, only a model they may
+   * read routes: the id is resolved in one listing (the watched one, else one asked for now),
+   * checked, and routed from that same listing, so the model checked is the model used; the
+   * table, when it routes (no providers here), is held to it by `expect`.
+   */
+  async #routeFor(request: Request, body: { model: string }, needs: 'llm' | 'embedding'): Promise<CheckedRoute> {
+    const user = request.principal
+    if (user === undefined) return { route: this.#route(body, needs), expect: undefined }
+    const served = this.#modelList.live() ?? (await this.#modelList.refresh())
+    const resolved = resolveModel(served, body.model)
+    if (resolved === undefined || !accessPolicyOf(request).allows('read', resolved.resource, user)) throw modelNotFound(body.model)
+    const providers = this.#services.providers
+    const route = providers === undefined ? undefined : routeModel(served.byId, providers, body, needs, served.runtime, resolved.checked)
+    return { route, expect: resolved.checked }
   }
 
   /** The route from the watched registry; undefined while no watch is live, and the table routes. */
@@ -540,20 +612,21 @@ export class ApiServer {
     return served === undefined ? undefined : routeModel(served.byId, providers, body, needs, served.runtime)
   }
 
-  /** An inference ask along `route`, or through the models routing table when there is none. */
-  #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, route: ModelRoute | undefined, request: Request): Promise<R> {
-    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body } as ModelsMessage, { timeoutMs: Infinity, cancellation: request })
+  /** An inference ask along `route`, or through the models routing table (held to `expect`) when there is none. */
+  #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, { route, expect }: CheckedRoute, request: Request): Promise<R> {
+    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { timeoutMs: Infinity, cancellation: request })
     return askRoute<R>(route, type, request)
   }
 
   async #chat(request: Request): Promise<unknown> {
     const body = await this.#body(chatCompletionBody, request)
-    const route = this.#route(body, 'llm')
+    const route = await this.#routeFor(request, body, 'llm')
     if (body.stream !== true) {
       const completion = await this.#infer<ChatCompletion>('chat', body, route, request)
       await this.#record(completion, body)
       return completion
     }
+    request.slots?.hold('streams')
     const assembled = new CompletionAssembler()
     if (await this.#relay(request, this.#stream<ChatCompletionChunk>('chat', body, route, request), chunk => assembled.add(chunk))) {
       const completion = assembled.completion()
@@ -565,15 +638,16 @@ export class ApiServer {
   /** A legacy completion, whole or streamed. Unlike chat completions, none is recorded in the inference store. */
   async #completion(request: Request): Promise<unknown> {
     const body = await this.#body(completionBody, request)
-    const route = this.#route(body, 'llm')
+    const route = await this.#routeFor(request, body, 'llm')
     if (body.stream !== true) return this.#infer<TextCompletion>('completion', body, route, request)
+    request.slots?.hold('streams')
     await this.#relay(request, this.#stream<TextCompletion>('completion', body, route, request))
     return HANDLED
   }
 
-  /** An inference stream along `route`, or through the models routing table when there is none. */
-  #stream<C extends { model?: string }>(type: 'chat' | 'completion', body: { model: string }, route: ModelRoute | undefined, request: Request): AsyncIterable<C> {
-    if (route === undefined) return this.#deps.models.stream<C>({ type, request: body } as ModelsMessage, { cancellation: request })
+  /** An inference stream along `route`, or through the models routing table (held to `expect`) when there is none. */
+  #stream<C extends { model?: string }>(type: 'chat' | 'completion', body: { model: string }, { route, expect }: CheckedRoute, request: Request): AsyncIterable<C> {
+    if (route === undefined) return this.#deps.models.stream<C>({ type, request: body, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { cancellation: request })
     return streamRoute<C>(route, type, request)
   }
 
@@ -628,13 +702,34 @@ export class ApiServer {
 
   /**
    * The list is kept as a string, which node:http sends in one write with the headers; a Buffer
-   * body is written beside them, which served 3–10% fewer lists a second.
+   * body is written beside them, which served 3–10% fewer lists a second. An authenticated
+   * caller gets the models they may read.
    */
-  async #listModels(res: ServerResponse): Promise<typeof HANDLED> {
-    const { body, bytes } = await this.#modelList.current()
-    sendEncoded(res, 200, body, bytes)
+  async #listModels(request: Request): Promise<typeof HANDLED> {
+    const served = await this.#modelList.current()
+    const user = request.principal
+    const { body, bytes } = user === undefined ? served : this.#modelList.readableBy(served, user, accessPolicyOf(request))
+    sendEncoded(request.res, 200, body, bytes)
     return HANDLED
   }
+}
+
+/** An inference route, and what the table is held to when it routes instead (undefined route). */
+interface CheckedRoute {
+  readonly route: ModelRoute | undefined
+  readonly expect: CheckedModel | undefined
+}
+
+/** server.auth compiled for requests; `kept`'s authenticator (and its cached keys) stays when given. */
+function requestAuth(settings: AuthSettings | undefined, kept: RequestAuth | undefined): RequestAuth | undefined {
+  if (settings === undefined) return undefined
+  const authenticator = kept !== undefined ? kept.authenticator : settings.provider === undefined ? undefined : createAuthenticator(settings.provider)
+  return { authenticator, routePolicy: settings.routePolicy, accessPolicy: settings.accessPolicy }
+}
+
+/** The access policy `request` is held to: its snapshot's, or llama-stack's default, which holds only authenticated callers (so without authentication it allows all). */
+function accessPolicyOf(request: Request): AccessPolicy {
+  return request.auth?.accessPolicy ?? AccessPolicy.DEFAULT
 }
 
 /** Only the keys whose value is defined (exactOptionalPropertyTypes). */

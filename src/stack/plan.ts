@@ -73,7 +73,7 @@ export function plan(config: StackConfig, providerOrder?: readonly string[]): St
  * for a provider's behaviour); the rest say why nothing runs from them.
  */
 export type FieldOwner =
-  /** ApiServer.configure: image name, CORS, body limit, context secret, drain deadline. */
+  /** ApiServer.configure: image name, CORS, body limit, context secret, drain deadline, auth, quota. */
   | 'server'
   /** The listener moves: a new one is bound before the old closes. */
   | 'listener'
@@ -129,6 +129,7 @@ export const FIELD_OWNERS: Readonly<Record<string, OwnerRule>> = {
   server: { owner: 'listener' },
   'server.max_body_bytes': { owner: 'server' },
   'server.auth': { owner: 'server' },
+  'server.quota': { owner: 'server' },
   'server.cors': { owner: 'server' },
   'server.workflows_context_secret': { owner: 'server' },
   'logging.redact': { owner: 'log-redact' },

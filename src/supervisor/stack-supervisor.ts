@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { actorNodes, type ActorChildSpec, type ActorRef, type ActorSystem, type Supervisor } from '../actor/index.js'
 import { ConfigError, diffConfig, loadConfigFile, sameValue, type ConfigChange, type ConfigIssue, type LoadedConfig, type StackConfig } from '../config/index.js'
 import { ApiServer, type ServerSettings } from '../server/server.js'
+import { quotaSettings } from '../server/quota.js'
 import type { WorkflowEntry } from '../server/routes/workflow-entry.js'
 import { CONVERSATIONS, INFERENCE_STORE, ownerOf, plan, planReload, RECONCILER, ROUTING_TABLE, SUBTREES, subtreeSpec, type FieldOwner, type ReloadPlan, type StackPlan, type Subtree } from '../stack/plan.js'
 import { providerActorName, type ProviderArgs, type ResolvedProvider } from '../stack/providers.js'
@@ -79,6 +80,8 @@ export interface StackOptions {
   readonly workers?: number
   /** The log destination's redaction (main.ts's RedactingDestination): logging.redact is applied to it live. */
   readonly redaction?: { setPaths(paths: readonly string[]): void }
+  /** The clock of server.quota's windows (tests move it); Date.now otherwise. */
+  readonly now?: () => number
 }
 
 /**
@@ -176,6 +179,7 @@ export class StackSupervisor {
       ...this.#settings(),
       tls: this.#checked.tls,
       admin: { reload: () => this.reload('admin'), inspect: () => this.inspect() },
+      now: this.#options.now,
     })
     this.#url = await this.#server.listen(this.#options.port ?? config.server.port, this.#options.host ?? config.server.host)
     this.#log.info({ url: this.#url }, `listening on ${this.#url}`)
@@ -184,6 +188,7 @@ export class StackSupervisor {
   /** The server's hot settings under the current config. */
   #settings(): ServerSettings {
     const { config } = this.#loaded
+    const { quota } = config.server
     return {
       imageName: config.image_name,
       maxBodyBytes: config.server.max_body_bytes,
@@ -191,6 +196,8 @@ export class StackSupervisor {
       workflowsContextSecret: config.server.workflows_context_secret,
       drainTimeoutMs: config.troupe.drain_timeout_ms,
       auth: this.#checked.auth,
+      // Counted in the store actor of its backend, which starts before the server (on a reload, before this is read).
+      quota: quota === undefined ? undefined : quotaSettings(quota, this.#subtrees.get('stores')!.child<KvMessage>(storeActorName(quota.kvstore.backend))),
     }
   }
 

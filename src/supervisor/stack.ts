@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { ActorRef, ActorSystem } from '../actor/index.js'
 import { ConfigError, formatPath, type ConfigIssue, type LoadedConfig } from '../config/index.js'
-import { authProviderSchema, type AuthProviderConfig } from '../server/auth.js'
+import { parseAccessPolicy } from '../server/access-policy.js'
+import { authProviderSchema, type AuthProviderConfig, type AuthSettings } from '../server/auth.js'
+import { parseRoutePolicy } from '../server/route-policy.js'
 import type { ApiServer, TlsFiles } from '../server/server.js'
 import { loadProviderModules, resolveProviders, type LoadedProviderModule, type ResolvedProvider } from '../stack/providers.js'
 import { resolveWorkflows, type ResolvedWorkflow } from '../stack/workflows.js'
@@ -28,8 +30,8 @@ export interface CheckedStack {
   readonly providers: ResolvedProvider[]
   /** The PEM files `server.tls` names, read once here. */
   readonly tls: TlsFiles | undefined
-  /** server.auth.provider_config, checked; undefined serves without authentication. */
-  readonly auth: AuthProviderConfig | undefined
+  /** server.auth: its provider_config checked, its policies compiled; undefined serves without authentication or rules. */
+  readonly auth: AuthSettings | undefined
 }
 
 /** A checked stack with its workflows loaded. */
@@ -81,23 +83,26 @@ export async function checkStackWithWorkflows(loaded: LoadedConfig): Promise<Che
 }
 
 /**
- * server.auth: its provider_config checked by type (each problem at its path). Policies are not
- * built yet: a config with rules is refused rather than served as if it had none, and so is an
- * auth section without a provider (llama-stack allows one with route rules only).
+ * server.auth: its provider_config checked by type and its policies compiled, each problem at
+ * its path. As in llama-stack, route rules may stand alone, without authentication; access
+ * rules may not (without a caller every action is allowed, so they would hold nobody), nor
+ * may an auth section with neither.
  */
-function checkAuth(auth: LoadedConfig['config']['server']['auth'], issues: ConfigIssue[]): AuthProviderConfig | undefined {
+function checkAuth(auth: LoadedConfig['config']['server']['auth'], issues: ConfigIssue[]): AuthSettings | undefined {
   if (auth === undefined) return undefined
-  for (const field of ['route_policy', 'access_policy'] as const) {
-    if (auth[field].length > 0) issues.push({ path: `server.auth.${field}`, message: `access rules are not built yet, and troupe will not serve as if there were none: remove server.auth.${field}, or put troupe behind a proxy that enforces them` })
-  }
+  const routePolicy = parseRoutePolicy(auth.route_policy, 'server.auth.route_policy', issues)
+  const accessPolicy = parseAccessPolicy(auth.access_policy, 'server.auth.access_policy', issues)
+  let provider: AuthProviderConfig | undefined
   if (auth.provider_config === undefined) {
-    issues.push({ path: 'server.auth.provider_config', message: 'server.auth needs a provider_config (oauth2_token, custom, upstream_header or api_keys)' })
-    return undefined
+    if (auth.access_policy.length > 0) issues.push({ path: 'server.auth.access_policy', message: 'access rules need a provider_config: without authentication there is no caller to hold to them, and every action is allowed' })
+    else if (auth.route_policy.length === 0) issues.push({ path: 'server.auth.provider_config', message: 'server.auth needs a provider_config (oauth2_token, custom, upstream_header or api_keys), or route_policy rules alone' })
+  } else {
+    const parsed = authProviderSchema.safeParse(auth.provider_config)
+    if (parsed.success) provider = parsed.data
+    else for (const issue of parsed.error.issues) issues.push({ path: `server.auth.provider_config${issue.path.length ? `.${formatPath(issue.path)}` : ''}`, message: issue.message })
   }
-  const parsed = authProviderSchema.safeParse(auth.provider_config)
-  if (parsed.success) return parsed.data
-  for (const issue of parsed.error.issues) issues.push({ path: `server.auth.provider_config${issue.path.length ? `.${formatPath(issue.path)}` : ''}`, message: issue.message })
-  return undefined
+  if (accessPolicy === undefined || (auth.provider_config !== undefined && provider === undefined)) return undefined
+  return { provider, routePolicy, accessPolicy }
 }
 
 type TlsConfig = LoadedConfig['config']['server']['tls']

@@ -19,7 +19,7 @@ t.test('every store error code is documented, and every code the stores raise is
 })
 
 t.test('every inference and HTTP error code is documented, with its status', async t => {
-  for (const code of [...Object.keys(INFERENCE_ERROR_CODES), 'unknown_provider', 'conflict', 'provider_unavailable', 'unauthorized', 'auth_unavailable', 'method_not_allowed', 'body_too_large', 'not_configured']) t.match(documented, `| \`${code}\` | `, code)
+  for (const code of [...Object.keys(INFERENCE_ERROR_CODES), 'unknown_provider', 'conflict', 'provider_unavailable', 'unauthorized', 'auth_unavailable', 'quota_exceeded', 'concurrency_limit', 'quota_unavailable', 'method_not_allowed', 'body_too_large', 'not_configured']) t.match(documented, `| \`${code}\` | `, code)
   for (const code of codesRaisedIn(new URL('../../actors/providers/', import.meta.url))) {
     t.ok(code in INFERENCE_ERROR_CODES || code in KERNEL_ERROR_CODES, `${code} is an inference or kernel code`)
   }

@@ -199,10 +199,10 @@ t.test('what neither troupe nor llama-stack knows is still an error or an unknow
   t.same(Object.keys(config.providers).sort(), ['inference', 'inferense'])
 })
 
-t.test("llama-stack's spellings of what troupe serves: server.tls_*, a kv_redis host and port", async t => {
+t.test("llama-stack's spellings of what troupe serves: server.tls_*, server.quota, a kv_redis host and port", async t => {
   const { config, warnings } = parseConfig(
     `
-server: { port: 8443, tls_certfile: /etc/cert.pem, tls_keyfile: /etc/key.pem, quota: { kvstore: { backend: kv, namespace: quota } }, workers: 4 }
+server: { port: 8443, tls_certfile: /etc/cert.pem, tls_keyfile: /etc/key.pem, quota: { kvstore: { backend: cache, namespace: quota } }, workers: 4 }
 storage:
   backends:
     cache: { type: kv_redis, host: redis.internal, port: 6380 }
@@ -212,7 +212,8 @@ storage:
   )
   t.same(config.server.tls, { certfile: '/etc/cert.pem', keyfile: '/etc/key.pem' })
   t.match(config.storage.backends['cache'], { type: 'kv_redis', url: 'redis://redis.internal:6380' })
-  t.same(warnings.map(w => w.path), ['server.quota', 'server.workers'])
+  t.match(config.server.quota, { kvstore: { backend: 'cache', namespace: 'quota' }, anonymous_max_requests: 100, authenticated_max_requests: 1000, period: 'day' }, 'server.quota is served, with llama-stack defaults')
+  t.same(warnings.map(w => w.path), ['server.workers'])
 })
 
 t.test("llama-stack's server.registry_refresh_interval_seconds is the reconciler's interval, unless troupe sets one", async t => {

@@ -164,7 +164,7 @@ t.test('oauth2_token with introspection (RFC 7662): an active token admits, an i
   t.match(await call('GET', '/v1/models', bearer('stale')), { status: 401, body: { error: { message: /not active/ } } })
 })
 
-t.test('server.auth is checked when the config is loaded: each problem at its path; policies are refused, not ignored', async t => {
+t.test('server.auth is checked when the config is loaded: each problem at its path, the policies too', async t => {
   const issues = (auth: string): ConfigIssue[] => {
     try {
       checkStack(parseConfig(`server:\n  auth: ${auth}\n`, {}, 'auth.yaml'))
@@ -177,7 +177,10 @@ t.test('server.auth is checked when the config is loaded: each problem at its pa
   t.match(issues('{ provider_config: { type: kerberos } }'), [{ path: 'server.auth.provider_config.type' }])
   t.match(issues("{ provider_config: { type: api_keys, keys: [{ hash: 'abc', principal: a }] } }"), [{ path: 'server.auth.provider_config.keys[0].hash', message: /sha256/ }])
   t.match(issues('{ provider_config: { type: custom, endpoint: not-a-url } }'), [{ path: 'server.auth.provider_config.endpoint' }])
-  t.match(issues('{ provider_config: { type: upstream_header, principal_header: x-user }, access_policy: [{ permit: { actions: [read] } }] }'), [{ path: 'server.auth.access_policy', message: /not built yet/ }])
-  t.match(issues('{ route_policy: [{ permit: { paths: /v1/models } }] }'), [{ path: 'server.auth.route_policy' }, { path: 'server.auth.provider_config', message: /needs a provider_config/ }])
+  t.same(issues('{ provider_config: { type: upstream_header, principal_header: x-user }, access_policy: [{ permit: { actions: [read] } }] }'), [])
+  t.match(issues('{ provider_config: { type: upstream_header, principal_header: x-user }, access_policy: [{ permit: { actions: [reed] } }] }'), [{ path: 'server.auth.access_policy[0].permit.actions[0]' }])
+  t.same(issues('{ route_policy: [{ permit: { paths: /v1/models } }] }'), [], 'route rules may stand alone, as in llama-stack')
+  t.match(issues('{ access_policy: [{ permit: { actions: [read] } }] }'), [{ path: 'server.auth.access_policy', message: /need a provider_config/ }], 'access rules may not: without a caller they hold nobody')
+  t.match(issues('{}'), [{ path: 'server.auth.provider_config', message: /needs a provider_config/ }])
   t.same(issues('{ provider_config: { type: upstream_header, principal_header: x-user } }'), [])
 })

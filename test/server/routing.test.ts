@@ -3,6 +3,7 @@
 // table. Either way it routes as the table does.
 import t from 'tap'
 import { actorNodes, type SystemSnapshot } from '../../src/index.js'
+import { modelNotFound, type Model, type ModelOwner } from '../../actors/routing/models.js'
 import { eventually } from '../fixtures/eventually.js'
 import { stackYaml, startFakeUpstreams, startTestStack, tempDir } from '../fixtures/stack.js'
 
@@ -58,7 +59,7 @@ t.test("routing from the watched listing follows this server's registrations at 
   t.match(await post('/v1/chat/completions', chat('routed-later')), { status: 404, body: { error: { code: 'model_not_found', message: /'routed-later' is not registered/ } } })
 
   t.match(await post('/v1/chat/completions', chat('fake-openai/gpt-test')), { status: 200, body: { model: 'fake-openai/gpt-test' } })
-  t.match(await post('/v1/chat/completions', chat('nobody/gpt-test')), { status: 404, body: { error: { code: 'model_not_found', message: /providers: fake-openai, fake-ollama/ } } })
+  t.match(await post('/v1/chat/completions', chat('nobody/gpt-test')), { status: 404, body: { error: { code: 'model_not_found', message: modelNotFound('nobody/gpt-test').message } } })
   t.match(await post('/v1/chat/completions', chat('embedder')), { status: 400, body: { error: { code: 'invalid_request', message: /'embedder' is an embedding model/ } } })
   t.match(await post('/v1/embeddings', { model: 'gpt', input: ['abc'] }), { status: 400, body: { error: { code: 'invalid_request', message: /'gpt' is an llm model/ } } })
 })
@@ -70,4 +71,46 @@ t.test('the table routes the same way when asked itself (other actors, or the se
   t.ok(chunks.every(chunk => chunk.model === 'gpt'), 'each chunk names the model as asked for')
   t.match(await stack.models.ask({ type: 'embeddings', request: { model: 'embedder', input: ['abc'] } }), { model: 'embedder' })
   await t.rejects(stack.models.ask({ type: 'chat', request: chat('embedder') }), { code: 'invalid_request', message: /'embedder' is an embedding model/ })
+})
+
+const alice: ModelOwner = { principal: 'alice', attributes: { teams: ['ml'] } }
+
+t.test('unregister with expectOwner removes the model only while it has that owner: one registered anew in between stays', async t => {
+  const model = { model_id: 'owned-once', provider_id: 'fake-openai', provider_model_id: 'gpt-test' }
+  t.match(await stack.models.ask<Model>({ type: 'register', model, owner: alice }), { identifier: 'owned-once', owner: alice })
+  t.equal(await stack.models.ask({ type: 'unregister', model_id: 'owned-once', expectOwner: null }), null, 'checked as unowned: not removed')
+  t.equal(await stack.models.ask({ type: 'unregister', model_id: 'owned-once', expectOwner: { principal: 'bob', attributes: {} } }), null, 'checked as bob’s: not removed')
+  t.equal(await stack.models.ask({ type: 'unregister', model_id: 'owned-once', expectOwner: { principal: 'alice', attributes: { teams: ['web'] } } }), null, 'alice as she was at another time: not the owner checked')
+  t.match(await stack.models.ask({ type: 'get', model_id: 'owned-once' }), { owner: alice }, 'still registered, to alice')
+  t.match(await stack.models.ask({ type: 'unregister', model_id: 'owned-once', expectOwner: alice }), { identifier: 'owned-once' }, 'checked as alice’s: removed')
+  t.equal(await stack.models.ask({ type: 'get', model_id: 'owned-once' }), null)
+  await stack.models.ask({ type: 'register', model })
+  t.match(await stack.models.ask({ type: 'unregister', model_id: 'owned-once', expectOwner: null }), { identifier: 'owned-once' }, 'an unowned one, checked as unowned')
+})
+
+t.test('inference through the table with expect routes only the model that was checked', async t => {
+  await stack.models.ask({ type: 'register', model: { model_id: 'checked-alias', provider_id: 'fake-openai', provider_model_id: 'gpt-test' }, owner: alice })
+  t.teardown(() => stack.models.ask({ type: 'unregister', model_id: 'checked-alias' }))
+  const missing = (id: string) => ({ code: 'model_not_found', message: modelNotFound(id).message })
+  t.match(await stack.models.ask({ type: 'chat', request: chat('checked-alias'), expect: { kind: 'registered', owner: alice } }), { model: 'checked-alias' })
+  await t.rejects(stack.models.ask({ type: 'chat', request: chat('checked-alias'), expect: { kind: 'registered', owner: null } }), missing('checked-alias'), 'checked as unowned, owned now: not routed')
+  await t.rejects(stack.models.ask({ type: 'chat', request: chat('checked-alias'), expect: { kind: 'listed' } }), missing('checked-alias'), 'checked as a provider model, registered now: not routed')
+  await t.rejects(stack.models.ask({ type: 'chat', request: chat('fake-openai/gpt-test'), expect: { kind: 'registered', owner: null } }), missing('fake-openai/gpt-test'))
+  t.match(await stack.models.ask({ type: 'embeddings', request: { model: 'fake-openai/embed-test', input: ['abc'] }, expect: { kind: 'listed' } }), { model: 'fake-openai/embed-test' }, 'a model the provider lists')
+  await t.rejects(stack.models.ask({ type: 'chat', request: chat('fake-openai/unlisted'), expect: { kind: 'listed' } }), missing('fake-openai/unlisted'), 'one it does not list')
+  const streamed = stack.models.stream({ type: 'chat', request: chat('checked-alias'), expect: { kind: 'registered', owner: null } })
+  await t.rejects((async () => {
+    for await (const _chunk of streamed) t.fail('no chunk of a model that was not checked')
+  })(), missing('checked-alias'), 'streamed alike')
+})
+
+t.test("a provider's namespace is not registrable over the API: provider_id/… ids name what it lists", async t => {
+  const refused = await post('/v1/models', { model_id: 'fake-openai/gpt-test', provider_id: 'fake-openai', provider_model_id: 'other' })
+  t.match(refused, { status: 400, body: { error: { code: 'invalid_request', param: 'model_id', message: /model_id 'fake-openai\/gpt-test' is in provider 'fake-openai''s namespace/ } } })
+  t.match(await post('/v1/models', { model_id: 'fake-ollama/mine', provider_id: 'fake-openai' }), { status: 400, body: { error: { param: 'model_id' } } }, 'whichever provider the model is on')
+  t.match(await post('/v1/chat/completions', chat('fake-openai/gpt-test')), { status: 200, body: { model: 'fake-openai/gpt-test' } }, 'the id still names the provider’s model')
+  t.match(await post('/v1/models', { model_id: 'meta-llama/not-a-provider', provider_id: 'fake-openai', provider_model_id: 'gpt-test' }), { status: 200 }, 'a prefix that is no provider’s is an id like any other')
+  t.equal((await fetch(`${stack.url}/v1/models/meta-llama/not-a-provider`, { method: 'DELETE' })).status, 200)
+  t.match(await stack.models.ask({ type: 'register', model: { model_id: 'fake-openai/from-config', provider_id: 'fake-openai' }, replace: true }), { identifier: 'fake-openai/from-config' }, 'the config may (replace: its own models)')
+  t.ok(await stack.models.ask({ type: 'unregister', model_id: 'fake-openai/from-config' }))
 })

@@ -469,6 +469,20 @@ const redisAbsent = () => unreachable('Redis', 6379)
 const PG_URL = 'postgres://postgres@127.0.0.1:5432/test'
 const PG_TABLE = 'troupe_kv_reload_fields'
 
+let quotas = 0
+
+/** Sets server.quota live, counting in a namespace of its own (so from nothing), with `fields` added. */
+async function withQuota(s: FieldStack, t: Test, fields: Doc = {}): Promise<void> {
+  const quota = { kvstore: { backend: 'kv', namespace: `quota-${++quotas}` }, anonymous_max_requests: 1000, ...fields }
+  await s.change(t, 'a quota set', d => set(d, 'server.quota', quota), { live: true })
+}
+
+async function withoutQuota(s: FieldStack, t: Test): Promise<void> {
+  await s.change(t, 'the quota removed', d => unset(d, 'server.quota'), { live: true })
+}
+
+const quotaLimit = (answer: { headers: Headers }): string | null => answer.headers.get('ratelimit-limit')
+
 /** Adds the `pg` backend unless it runs already: the postgres fields' probes share it. */
 async function withPostgres(s: FieldStack, t: Test): Promise<void> {
   if ('pg' in get<Doc>(s.doc, 'storage.backends')) return
@@ -909,20 +923,134 @@ const PROBES: Record<string, Probe> = {
       await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
     },
   },
-  ...Object.fromEntries(
-    (['route_policy', 'access_policy'] as const).map((field): [string, Probe] => [
-      `server.auth.${field}`,
-      {
-        async run(s, t) {
-          // Not built: rules are refused rather than served as if there were none.
-          const report = await s.change(t, `${field} set`, d => set(d, 'server.auth', { provider_config: { type: 'upstream_header', principal_header: 'x-user' }, [field]: [{ permit: { actions: ['read'] } }] }), { result: 'invalid' })
-          t.ok(report.errors.some(e => e.path === `server.auth.${field}`), `${field}: the refusal names it`)
-          t.equal((await s.request('/v1/models')).status, 200, `${field}: the stack serves as before`)
-          await s.rewrite(t)
-        },
-      },
-    ]),
-  ),
+  'server.auth.route_policy': {
+    async run(s, t) {
+      const rules = [{ permit: { paths: '/v1/version' } }, { permit: { paths: '/v1/models' } }]
+      await s.change(t, 'route rules alone', d => set(d, 'server.auth', { route_policy: rules }), { live: true })
+      t.equal((await s.request('/v1/models')).status, 200, 'route_policy: a permitted route is served, without credentials')
+      t.equal((await s.request('/v1/inspect/routes')).status, 403, 'route_policy: any other is refused')
+      await s.change(t, 'a rule less', d => set(d, 'server.auth.route_policy', [rules[0]]), { live: true })
+      t.equal((await s.request('/v1/models')).status, 403, 'route_policy: the change holds at once')
+      const bad = await s.attempt(d => set(d, 'server.auth.route_policy', [{ permit: { paths: 'v1/models' } }]))
+      t.equal(bad.result, 'invalid', 'route_policy: an invalid rule is refused')
+      t.ok(bad.errors.some(e => e.path === 'server.auth.route_policy[0].permit.paths'), 'route_policy: the refusal names the field')
+      await s.rewrite(t)
+      await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
+    },
+  },
+  'server.auth.access_policy': {
+    async run(s, t) {
+      const provider_config = { type: 'upstream_header', principal_header: 'x-user' }
+      const ids = async (): Promise<string[]> => ((await s.request('/v1/models', { headers: { 'x-user': 'alice' } })).body['data'] as Array<{ id: string }>).map(m => m.id)
+      await s.change(t, 'auth with the default policy', d => set(d, 'server.auth', { provider_config }), { live: true })
+      const all = await ids()
+      t.ok(all.length > 0, 'access_policy: by default the unowned models of the config are listed')
+      await s.change(t, 'nothing readable', d => set(d, 'server.auth.access_policy', [{ forbid: { actions: ['read'] } }]), { live: true })
+      t.same(await ids(), [], 'access_policy: the new rules hold at once')
+      const bad = await s.attempt(d => set(d, 'server.auth.access_policy', [{ forbid: { actions: ['read'] }, when: 'user is boss' }]))
+      t.equal(bad.result, 'invalid', 'access_policy: an invalid rule is refused')
+      t.ok(bad.errors.some(e => e.path === 'server.auth.access_policy[0].when'), 'access_policy: the refusal names the field')
+      await s.rewrite(t)
+      await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
+    },
+  },
+  'server.quota': {
+    async run(s, t) {
+      t.equal(quotaLimit(await s.request('/v1/models')), null, 'quota: unset, nothing is counted')
+      await withQuota(s, t)
+      t.equal(quotaLimit(await s.request('/v1/models')), '1000', 'quota: set live, requests are counted')
+      t.equal(quotaLimit(await s.request('/v1/version')), null, 'quota: public routes are not')
+      await withoutQuota(s, t)
+      t.equal(quotaLimit(await s.request('/v1/models')), null, 'quota: removed live')
+    },
+  },
+  'server.quota.kvstore': {
+    async run(s, t) {
+      await withQuota(s, t)
+      t.equal((await s.request('/v1/models')).headers.get('ratelimit-remaining'), '999')
+      await s.change(t, 'counts kept elsewhere', d => set(d, 'server.quota.kvstore', { backend: 'spare_kv', namespace: 'moved' }), { live: true })
+      t.equal((await s.request('/v1/models')).headers.get('ratelimit-remaining'), '999', 'kvstore: counted in the new place, from nothing')
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.kvstore.backend': {
+    async run(s, t) {
+      await withQuota(s, t)
+      await s.request('/v1/models')
+      await s.change(t, 'counts kept in another backend', d => set(d, 'server.quota.kvstore.backend', 'spare_kv'), { live: true })
+      t.equal((await s.request('/v1/models')).headers.get('ratelimit-remaining'), '999', 'kvstore.backend: counted there, from nothing')
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.kvstore.namespace': {
+    async run(s, t) {
+      await withQuota(s, t)
+      await s.request('/v1/models')
+      await s.change(t, 'counts kept under another namespace', d => set(d, 'server.quota.kvstore.namespace', `quota-${++quotas}`), { live: true })
+      t.equal((await s.request('/v1/models')).headers.get('ratelimit-remaining'), '999', 'kvstore.namespace: counted there, from nothing')
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.anonymous_max_requests': {
+    async run(s, t) {
+      await withQuota(s, t)
+      t.equal((await s.request('/v1/models')).status, 200)
+      await s.change(t, 'one request a day', d => set(d, 'server.quota.anonymous_max_requests', 1), { live: true })
+      t.match(await s.request('/v1/models'), { status: 429, body: { error: { code: 'quota_exceeded' } } }, 'anonymous_max_requests: the request made counts against the new limit')
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.authenticated_max_requests': {
+    async run(s, t) {
+      const alice = { headers: { 'x-user': 'alice' } }
+      await s.change(t, 'auth on', d => set(d, 'server.auth', { provider_config: { type: 'upstream_header', principal_header: 'x-user' } }), { live: true })
+      await withQuota(s, t)
+      t.equal(quotaLimit(await s.request('/v1/models', alice)), '1000', 'authenticated_max_requests: the default')
+      await s.change(t, 'two requests a day', d => set(d, 'server.quota.authenticated_max_requests', 2), { live: true })
+      t.equal((await s.request('/v1/models', alice)).status, 200)
+      t.match(await s.request('/v1/models', alice), { status: 429, body: { error: { code: 'quota_exceeded', message: /principal 'alice'/ } } }, 'authenticated_max_requests: the new limit holds')
+      await withoutQuota(s, t)
+      await s.change(t, 'auth off', d => unset(d, 'server.auth'), { live: true })
+    },
+  },
+  'server.quota.period': {
+    async run(s, t) {
+      await withQuota(s, t)
+      await s.change(t, "the default period written out", d => set(d, 'server.quota.period', 'day'), { result: 'unchanged' })
+      const bad = await s.attempt(d => set(d, 'server.quota.period', 'week'))
+      t.equal(bad.result, 'invalid', "period: llama-stack's only period is day")
+      t.ok(bad.errors.some(e => e.path === 'server.quota.period'), 'period: the refusal names the field')
+      await s.rewrite(t)
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.max_concurrent_streams': {
+    async run(s, t) {
+      await withQuota(s, t, { max_concurrent_streams: 1 })
+      const streamed = { model: 'fake-openai/slow-stream', messages: [{ role: 'user', content: 'hi' }], stream: true }
+      const controller = new AbortController()
+      const open = await fetch(`${s.stack.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(streamed), signal: controller.signal })
+      await open.body!.getReader().read()
+      t.match(await s.post('/v1/chat/completions', streamed), { status: 429, body: { error: { code: 'concurrency_limit' } } }, 'max_concurrent_streams: a second stream is refused')
+      await s.change(t, 'two streams', d => set(d, 'server.quota.max_concurrent_streams', 2), { live: true })
+      t.equal((await s.post('/v1/chat/completions', { ...streamed, model: 'gpt' })).status, 200, 'max_concurrent_streams: raised live')
+      controller.abort()
+      await withoutQuota(s, t)
+    },
+  },
+  'server.quota.max_concurrent_runs': {
+    async run(s, t) {
+      await withQuota(s, t, { max_concurrent_runs: 1 })
+      const first = await s.post('/workflows/human/run-nowait', { start_event: {} })
+      t.equal(first.status, 200)
+      t.match(await s.post('/workflows/human/run-nowait', { start_event: {} }), { status: 429, body: { error: { code: 'concurrency_limit' } } }, 'max_concurrent_runs: a second run is refused while the first goes on')
+      await s.change(t, 'two runs', d => set(d, 'server.quota.max_concurrent_runs', 2), { live: true })
+      const second = await s.post('/workflows/human/run-nowait', { start_event: {} })
+      t.equal(second.status, 200, 'max_concurrent_runs: raised live')
+      await s.cancel([String(first.body['handler_id']), String(second.body['handler_id'])])
+      await withoutQuota(s, t)
+    },
+  },
   'server.cors': {
     async run(s, t) {
       const origin = { origin: 'http://anywhere.test' }

@@ -1,9 +1,10 @@
 import { actorNodes, type ActorRef, type ActorSystem } from '../../actor/index.js'
-import type { ProviderEntry } from '../../../actors/routing/models.js'
+import type { Model, ProviderEntry } from '../../../actors/routing/models.js'
 import type { ProviderRuntime, ReconcilerMessage, RuntimeSnapshot } from '../../stack/reconciler.js'
 import { HttpError, sendJson } from '../http.js'
 import { modelAvailability, type ServedModelList } from '../model-list.js'
 import { HANDLED, type Route } from '../route.js'
+import type { ServedRequest } from '../served-request.js'
 
 /** What the runtime routes read, each at the moment of the request. */
 export interface RuntimeHooks {
@@ -14,6 +15,8 @@ export interface RuntimeHooks {
   providers(): ReadonlyMap<string, ProviderEntry> | undefined
   /** The registered models with the reconciler's summary, as GET /v1/models serves them. */
   models(): ServedModelList | Promise<ServedModelList>
+  /** Whether the caller of `request` may read `model` (server.auth.access_policy): only those are shown to them. */
+  mayRead(request: ServedRequest, model: Model): boolean
 }
 
 /** llama-stack's ProviderInfo, plus what the reconciler knows of the provider. */
@@ -26,7 +29,7 @@ interface ProviderInfo {
   /** llama-stack's HealthResponse: `OK`, `Error` with a message, or `Unknown` until first checked. */
   readonly health: { readonly status: 'OK' | 'Error' | 'Unknown'; readonly message?: string }
   readonly runtime: Omit<ProviderRuntime, 'provider_id' | 'provider_type' | 'api' | 'config'> | null
-  /** Registered models this provider does not serve now, each with why. */
+  /** Registered models this provider does not serve now, each with why: those the caller may read. */
   readonly unavailable_models: ReadonlyArray<{ readonly model_id: string; readonly reason: string }>
 }
 
@@ -37,16 +40,16 @@ interface ProviderInfo {
  */
 export function runtimeRoutes(hooks: RuntimeHooks): Route[] {
   const snapshot = async (): Promise<RuntimeSnapshot | undefined> => hooks.reconciler()?.ask<RuntimeSnapshot>({ type: 'snapshot' })
-  const providers = async (): Promise<ProviderInfo[]> => providerInfos(hooks, await snapshot(), await hooks.models())
+  const providers = async (request: ServedRequest): Promise<ProviderInfo[]> => providerInfos(hooks, await snapshot(), await hooks.models(), model => hooks.mayRead(request, model))
   return [
-    { method: 'GET', path: '/v1/providers', api: 'providers', handle: async () => ({ data: await providers() }) },
+    { method: 'GET', path: '/v1/providers', api: 'providers', handle: async request => ({ data: await providers(request) }) },
     {
       method: 'GET',
       path: '/v1/providers/{provider_id}',
       api: 'providers',
-      handle: async ({ params }) => {
-        const id = params['provider_id']!
-        const found = (await providers()).find(p => p.provider_id === id)
+      handle: async request => {
+        const id = request.params['provider_id']!
+        const found = (await providers(request)).find(p => p.provider_id === id)
         if (found === undefined) throw new HttpError(404, 'not_found', `no provider '${id}' is configured`, 'provider_id')
         return found
       },
@@ -79,12 +82,12 @@ export function runtimeRoutes(hooks: RuntimeHooks): Route[] {
   ]
 }
 
-function providerInfos(hooks: RuntimeHooks, snapshot: RuntimeSnapshot | undefined, models: ServedModelList): ProviderInfo[] {
+function providerInfos(hooks: RuntimeHooks, snapshot: RuntimeSnapshot | undefined, models: ServedModelList, readable: (model: Model) => boolean): ProviderInfo[] {
   const known = new Map((snapshot?.providers ?? []).map(p => [p.provider_id, p]))
   return [...(hooks.providers()?.values() ?? [])].map(entry => {
     const runtime = known.get(entry.providerId)
     const unavailable = [...models.byId.values()]
-      .filter(model => model.provider_id === entry.providerId)
+      .filter(model => model.provider_id === entry.providerId && readable(model))
       .map(model => ({ model_id: model.identifier, ...modelAvailability(entry.providerId, model.provider_model_id, models.runtime[entry.providerId]) }))
       .flatMap(({ model_id, available, unavailable_reason }) => (available === false ? [{ model_id, reason: unavailable_reason ?? '' }] : []))
     if (runtime === undefined) {

@@ -87,7 +87,7 @@ export class WorkflowsApi {
       route('GET', '/workflows/{name}/events', async request => ({ events: eventSchemas(await this.#definition(name(request))) })),
       route('GET', '/workflows/{name}/representation', async request => representation(name(request), await this.#definition(name(request)))),
       route('POST', '/workflows/{name}/run', request => this.#run(request, name(request))),
-      route('POST', '/workflows/{name}/run-nowait', async request => handlerJson((await this.#start(request, name(request))).run, this.#deps.contextSecret)),
+      route('POST', '/workflows/{name}/run-nowait', request => this.#runNowait(request, name(request))),
       route('GET', '/handlers', request => this.#list(request)),
       route('GET', '/handlers/{handler_id}', async request => this.#answer(request, await this.#find(id(request)), false)),
       route('GET', '/results/{handler_id}', async request => this.#answer(request, await this.#find(id(request)), true)),
@@ -106,9 +106,17 @@ export class WorkflowsApi {
     return startMessage(body, request.req.headers['idempotency-key'], this.#deps.contextSecret)
   }
 
-  async #start(request: ServedRequest, name: string): Promise<StartReply> {
+  /**
+   * Starts the run and answers its handler at once. With server.quota's max_concurrent_runs the
+   * run holds one of its client's slots until it finishes, which a wait of its own, not tied to
+   * this request, sees.
+   */
+  async #runNowait(request: ServedRequest, name: string): Promise<HandlerJson> {
     const entry = this.#entry(name)
-    return entry.ref.ask<StartReply>(await this.#startMessage(request, entry), { cancellation: request })
+    const slot = request.slots?.hold('runs')
+    const { run } = await entry.ref.ask<StartReply>(await this.#startMessage(request, entry), { cancellation: request })
+    if (slot !== undefined && !isFinished(run.status)) slot.until(this.#waitFor(entry, run.runId))
+    return handlerJson(run, this.#deps.contextSecret)
   }
 
   /**
@@ -119,6 +127,7 @@ export class WorkflowsApi {
    */
   async #run(request: ServedRequest, name: string): Promise<typeof HANDLED> {
     const entry = this.#entry(name)
+    request.slots?.hold('runs')
     const message = await this.#startMessage(request, entry)
     let admitted: RunInfo | undefined
     let done: RunInfo | undefined
@@ -136,15 +145,16 @@ export class WorkflowsApi {
   }
 
   /**
-   * Waits for a run to finish. The run outlives its actor: when the actor's worker dies the
-   * actor restarts and resumes it, so a wait cut short that way is asked again, up to a bound.
+   * Waits for a run to finish, for `request` (cancelled with it) or, without one, for as long as
+   * the run goes. The run outlives its actor: when the actor's worker dies the actor restarts
+   * and resumes it, so a wait cut short that way is asked again, up to a bound.
    */
-  async #waitFor(entry: WorkflowEntry, runId: string, request: ServedRequest): Promise<RunInfo> {
+  async #waitFor(entry: WorkflowEntry, runId: string, request?: ServedRequest): Promise<RunInfo> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await entry.ref.ask<RunInfo>({ type: 'wait', runId }, { timeoutMs: Infinity, cancellation: request })
+        return await entry.ref.ask<RunInfo>({ type: 'wait', runId }, { timeoutMs: Infinity, ...(request === undefined ? {} : { cancellation: request }) })
       } catch (error) {
-        if (!(error instanceof ActorError && COMING_BACK.has(error.code)) || request.cancelled || attempt >= MAX_WAIT_RETRIES) throw error
+        if (!(error instanceof ActorError && COMING_BACK.has(error.code)) || request?.cancelled === true || attempt >= MAX_WAIT_RETRIES) throw error
         await new Promise(resolve => setTimeout(resolve, Math.min(10 * 2 ** attempt, 1000)))
       }
     }
@@ -203,6 +213,7 @@ export class WorkflowsApi {
       res.writeHead(204).end()
       return HANDLED
     }
+    request.slots?.hold('streams')
     const events = this.#actorOf(run).stream<RunEvent>({ type: 'events', runId, after: from }, { cancellation: request })
     const writer = new RunEventWriter(res, sse, this.#deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)
     let complete = false
