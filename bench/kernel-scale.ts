@@ -16,6 +16,7 @@ const IDLE = 20_000
 const subjects: Subject[] = [
   { name: 'spawn_rate_main', unit: 'ops/s', baseline: `new Map().set() of ${SPAWNS.toLocaleString('en')} objects (ops: actors)`, better: 'higher' },
   { name: 'spawn_rate_pool', unit: 'ops/s', baseline: `a bare worker message per actor, echoed, ${SPAWNS.toLocaleString('en')} in flight (ops: actors)`, better: 'higher' },
+  { name: 'spawn_many_rate_pool', unit: 'ops/s', baseline: `a bare worker message per actor, echoed, ${SPAWNS.toLocaleString('en')} in flight (ops: actors)`, better: 'higher' },
   { name: 'spawn_rate_100k_vs_1k_main', unit: 'ops/s', baseline: 'the first thousand actors spawned on the main thread (after a warm-up thousand, spawned and stopped)', better: 'higher', target: 'ratio >= 0.8' },
   { name: 'spawn_rate_100k_vs_1k_pool', unit: 'ops/s', baseline: 'the first thousand actors spawned on the pool (after a warm-up thousand, spawned and stopped)', better: 'higher', target: 'ratio >= 0.8' },
   { name: 'actor_idle_bytes_main', unit: 'bytes', baseline: 'a Map entry holding a { hits: 0 } object per actor (the counter state alone)', better: 'lower', target: 'value <= 1024 bytes' },
@@ -38,6 +39,15 @@ async function spawnMany(system: ActorSystem, placement: 'main' | 'pool', count:
   const start = performance.now()
   const refs = await Promise.all(Array.from({ length: count }, () => system.spawn(benchSink, { placement })))
   return { refs, rate: count / ((performance.now() - start) / 1000) }
+}
+
+/** The rate of SPAWNS actors made by one spawnMany on the pool (one message to one worker), stopped again after. */
+async function spawnManyAndStop(system: ActorSystem): Promise<number> {
+  const start = performance.now()
+  const refs = await system.spawnMany(benchSink, Array.from({ length: SPAWNS }, () => undefined), { placement: 'pool' })
+  const rate = SPAWNS / ((performance.now() - start) / 1000)
+  await stopAll(system, refs)
+  return rate
 }
 
 /** The rate of SPAWNS actors spawned at once at `placement`, stopped again after. */
@@ -125,6 +135,7 @@ export async function kernelScale(rounds: number): Promise<BenchResult[]> {
       const results = [
         { value: await spawnAndStop(system, 'main'), baseline: bareMapRate() },
         { value: await spawnAndStop(system, 'pool'), baseline: await bareMessageRate(bare.port) },
+        { value: await spawnManyAndStop(system), baseline: await bareMessageRate(bare.port) },
       ]
       const main = await flatness(system, 'main')
       const pool = await flatness(system, 'pool')

@@ -156,6 +156,34 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return child
   }
 
+  /**
+   * Adds children at the end of the start order and starts them together with `startAll` (one
+   * placement for all, instead of one per child): all run once it resolves, or none is kept.
+   * `startAll` must leave none running when it throws.
+   */
+  async addChildren(specs: readonly ChildSpec[], startAll: (children: readonly ChildHandle[]) => Promise<void>): Promise<ChildHandle[]> {
+    if (this.status !== 'running') throw new ActorError('stopped', `supervisor ${this.id} is not running`)
+    const ids = new Set<string>()
+    for (const spec of specs) {
+      if (this.children.has(spec.id) || ids.has(spec.id)) throw new TypeError(`supervisor ${this.id} already has a child '${spec.id}'`)
+      ids.add(spec.id)
+    }
+    const children: ChildHandle[] = []
+    try {
+      for (const spec of specs) {
+        const child = this.createChild(spec)
+        this.children.set(child.id, child)
+        children.push(child)
+      }
+      await startAll(children)
+    } catch (error) {
+      for (const child of children) this.forget(child)
+      throw error
+    }
+    for (const child of children) child.status = 'running'
+    return children
+  }
+
   /** Stops a child for good: it is not restarted, whatever its restart type. */
   async terminateChild(child: ChildHandle): Promise<void> {
     await this.exits

@@ -120,6 +120,26 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
     return (child as ActorChild).ref as ActorRef<MessageOf<B>>
   }
 
+  /**
+   * Spawns one actor per entry of `argsList`, all with the same behaviour and options, under
+   * the root supervisor: refs in the order of `argsList`. On the pool they go to one worker
+   * (`near`'s, or the least loaded) in a single message, not a round trip each. All start or
+   * none is kept: if one's init fails, those started are stopped and it rejects with that
+   * failure. Names are not given here (spawn a named actor on its own). Each actor is then
+   * supervised, restarted and stopped as if spawned alone.
+   */
+  async spawnMany<B extends Behavior>(behavior: B, argsList: readonly ArgsOf<B>[], options: Omit<SpawnOptions<ArgsOf<B>>, 'name' | 'args'> = {}): Promise<ActorRef<MessageOf<B>>[]> {
+    this.assertRunning()
+    if (!isBehavior(behavior)) throw new TypeError('spawnMany: the first argument must be a behaviour made by defineBehavior')
+    if (!Array.isArray(argsList)) throw new TypeError('spawnMany: the second argument must be an array of args, one per actor')
+    const parsed = parse(spawnOptionsSchema, options, 'spawnMany options')
+    if (parsed.name !== undefined || 'args' in parsed) throw new TypeError('spawnMany options: name and args are not taken here (args come one per actor; spawn a named actor on its own)')
+    if (argsList.length === 0) return []
+    const specs = argsList.map(args => ({ ...parsed, id: `#${++this.anonymous}`, behavior, args }) as ActorChildSpec)
+    const children = await this.root.addChildren(specs, started => this.placeMany(started as readonly ActorChild[]))
+    return children.map(child => (child as ActorChild).ref as ActorRef<MessageOf<B>>)
+  }
+
   /** Starts a supervisor with its children under the root; resolves once every child has started. */
   async supervise(spec: SupervisorSpec, options: { id?: string } = {}): Promise<Supervisor> {
     this.assertRunning()
@@ -282,6 +302,39 @@ export class ActorSystem implements SystemHandle, ActorPlacer {
       else if (error instanceof ActorError && error.code === 'timeout') {
         // init is still running over there; make sure it does not come up after all.
         this.host.tellKernel(thread.threadId, { op: 'stop', slot: child.slot, reason: 'shutdown', drainMs: 0 })
+      }
+      throw error
+    }
+  }
+
+  /**
+   * Places children of one spawnMany together: on the pool, one kernel message to one worker
+   * hosts them all; elsewhere each is placed as alone. All run when it resolves; when one
+   * fails, none is left running.
+   */
+  private async placeMany(children: readonly ActorChild[]): Promise<void> {
+    const first = children[0]!.config
+    if (first.placement !== 'pool') {
+      const placed = await Promise.allSettled(children.map(child => child.start()))
+      const failed = placed.find(outcome => outcome.status === 'rejected')
+      if (failed === undefined) return
+      await Promise.all(children.filter((_, i) => placed[i]!.status === 'fulfilled').map(child => child.stop('shutdown')))
+      throw failed.reason
+    }
+    const thread = await this.poolThreadFor(first.near)
+    const actors = children.map(child => {
+      child.thread = thread
+      return { ...this.hostedFields(child), incarnation: ++child.incarnation }
+    })
+    thread.actors += children.length
+    try {
+      await this.host.askKernel(thread.threadId, { op: 'spawnMany', url: first.behavior.url, exportName: first.behavior.exportName, actors }, this.startTimeoutMs)
+    } catch (error) {
+      for (const child of children) child.thread = undefined
+      thread.actors -= children.length
+      if (error instanceof ActorError && error.code === 'timeout') {
+        // Inits still running over there: make sure none comes up after all.
+        for (const child of children) this.host.tellKernel(thread.threadId, { op: 'stop', slot: child.slot, reason: 'shutdown', drainMs: 0 })
       }
       throw error
     }

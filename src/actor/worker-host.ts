@@ -6,7 +6,7 @@ import { loadBehavior } from './behavior.js'
 import { ActorDirectory } from './directory.js'
 import { ActorError } from './errors.js'
 import { EventLoopDelay } from './event-loop-delay.js'
-import { ActorHost, MAIN_THREAD, type HostStats, type KernelOp } from './host.js'
+import { ActorHost, MAIN_THREAD, type HostedActor, type HostStats, type KernelOp } from './host.js'
 import type { LinkRings } from './link.js'
 import { MainThreadSystem } from './remote-system.js'
 import { describeFailure } from './failure.js'
@@ -70,6 +70,16 @@ export default async function runHostThread(init: HostThreadInit): Promise<void>
             shutdownMs: op['shutdownMs'] as number,
           })
           return null
+        }
+        case 'spawnMany': {
+          // One spawnMany's actors: all start, or those that did are stopped and the first failure is thrown.
+          const behavior = await loadBehavior(op['url'] as string, op['exportName'] as string)
+          const actors = op['actors'] as Array<Omit<HostedActor, 'behavior'>>
+          const started = await Promise.allSettled(actors.map(actor => host.hostActor({ ...actor, behavior })))
+          const failed = started.find(outcome => outcome.status === 'rejected')
+          if (failed === undefined) return null
+          await Promise.all(actors.filter((_, i) => started[i]!.status === 'fulfilled').map(actor => host.stopActor(actor.slot, 'shutdown', 0)))
+          throw failed.reason
         }
         case 'log_level':
           // The actors' loggers are children of this one and follow its level (pino 7+).
