@@ -19,6 +19,7 @@ const subjects: Subject[] = [
   { name: 'spawn_many_rate_pool', unit: 'ops/s', baseline: `a bare worker message per actor, echoed, ${SPAWNS.toLocaleString('en')} in flight (ops: actors)`, better: 'higher' },
   { name: 'spawn_rate_100k_vs_1k_main', unit: 'ops/s', baseline: 'the first thousand actors spawned on the main thread (after a warm-up thousand, spawned and stopped)', better: 'higher', target: 'ratio >= 0.8' },
   { name: 'spawn_rate_100k_vs_1k_pool', unit: 'ops/s', baseline: 'the first thousand actors spawned on the pool (after a warm-up thousand, spawned and stopped)', better: 'higher', target: 'ratio >= 0.8' },
+  { name: 'shutdown_100k_ms', unit: 'ms', baseline: `a bare worker message per actor, echoed, ${GROWN.toLocaleString('en')} in flight`, better: 'lower' },
   { name: 'actor_idle_bytes_main', unit: 'bytes', baseline: 'a Map entry holding a { hits: 0 } object per actor (the counter state alone)', better: 'lower', target: 'value <= 1024 bytes' },
   { name: 'actor_idle_bytes_pool', unit: 'bytes', baseline: 'a Map entry holding a { hits: 0 } object per actor (the counter state alone)', better: 'lower', target: 'value <= 2048 bytes' },
 ]
@@ -104,21 +105,31 @@ function bareMapRate(): number {
   return SPAWNS / ((performance.now() - start) / 1000)
 }
 
-async function bareMessageRate(port: import('node:worker_threads').MessagePort): Promise<number> {
+/** Actors/s of a bare worker message per actor (`count` of them, all in flight), each echoed. */
+async function bareMessageRate(port: import('node:worker_threads').MessagePort, count = SPAWNS): Promise<number> {
   const start = performance.now()
   let echoed = 0
   const done = new Promise<void>(resolve => {
     const onMessage = (): void => {
-      if (++echoed === SPAWNS) {
+      if (++echoed === count) {
         port.off('message', onMessage)
         resolve()
       }
     }
     port.on('message', onMessage)
   })
-  for (let i = 0; i < SPAWNS; i++) port.postMessage({ slot: i })
+  for (let i = 0; i < count; i++) port.postMessage({ slot: i })
   await done
-  return SPAWNS / ((performance.now() - start) / 1000)
+  return count / ((performance.now() - start) / 1000)
+}
+
+/** How long a system holding GROWN idle pool actors takes to shut down (spawned with spawnMany, in a system of its own). */
+async function shutdownMs(): Promise<number> {
+  const system = await startBenchSystem(2)
+  for (let made = 0; made < GROWN; made += SPAWNS) await system.spawnMany(benchSink, Array.from({ length: SPAWNS }, () => undefined), { placement: 'pool' })
+  const start = performance.now()
+  await system.shutdown()
+  return performance.now() - start
 }
 
 /**
@@ -140,10 +151,12 @@ export async function kernelScale(rounds: number): Promise<BenchResult[]> {
       const main = await flatness(system, 'main')
       const pool = await flatness(system, 'pool')
       const baselineBytes = bareMapBytes()
+      const shutdown = { value: await shutdownMs(), baseline: GROWN / (await bareMessageRate(bare.port, GROWN)) * 1000 }
       return [
         ...results,
         { value: main.last, baseline: main.first },
         { value: pool.last, baseline: pool.first },
+        shutdown,
         { value: await idleBytes(system, 'main', undefined), baseline: baselineBytes },
         { value: await idleBytes(system, 'pool', probe), baseline: baselineBytes },
       ]

@@ -44,7 +44,7 @@ const benches: Bench[] = [
   { names: ['reload_hot_ms', 'reload_hot_failed_requests', 'reload_provider_ms'], run: reloadBench },
   { names: ['drain_ms_n1', 'drain_ms_n16', 'drain_ms_n64'], run: drainBench },
   { names: ['metrics_scrape_ms'], run: metricsScrape },
-  { names: ['spawn_rate_main', 'spawn_rate_pool', 'spawn_many_rate_pool', 'spawn_rate_100k_vs_1k_main', 'spawn_rate_100k_vs_1k_pool', 'actor_idle_bytes_main', 'actor_idle_bytes_pool'], run: kernelScale },
+  { names: ['spawn_rate_main', 'spawn_rate_pool', 'spawn_many_rate_pool', 'spawn_rate_100k_vs_1k_main', 'spawn_rate_100k_vs_1k_pool', 'shutdown_100k_ms', 'actor_idle_bytes_main', 'actor_idle_bytes_pool'], run: kernelScale },
 ]
 
 /** Marks a result line on a child's stdout, which also carries warnings logged there. */

@@ -62,6 +62,9 @@ const isSupervisorSpec = (spec: ChildSpec): spec is SupervisorChildSpec => 'supe
  * exit, stops them in reverse order, and gives up (escalates) when restarts come faster than
  * intensity/period allows. Exits are handled one at a time, in arrival order.
  */
+/** The root's actors stopped together at most (see stopChildren). */
+const STOP_TOGETHER = 1024
+
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly id: string
   readonly strategy: Strategy
@@ -331,17 +334,34 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     child.release()
   }
 
+  /**
+   * Stops `children` in reverse start order, each after the one started after it has stopped,
+   * as OTP does. The isolating root is the exception for its actors: spawned independently,
+   * a run of them between two supervisor children stops together, STOP_TOGETHER at a time, so
+   * that a system holding a million actors stops in seconds, not a round trip per actor.
+   * Supervisor children (a stack's subtrees) still stop alone, in order.
+   */
   private async stopChildren(children: readonly ChildHandle[], reason: StopReason): Promise<void> {
-    for (const child of [...children].reverse()) {
-      if (child.status !== 'running' && child.status !== 'restarting') continue
-      child.status = 'stopping'
-      try {
-        await child.stop(reason)
-      } catch (error) {
-        this.runtime.log.error({ err: error, supervisor: this.id, child: child.id }, 'child did not stop cleanly')
+    const stopping = [...children].reverse().filter(child => child.status === 'running' || child.status === 'restarting')
+    for (let at = 0; at < stopping.length; ) {
+      let end = at + 1
+      if (this.isolating && !(stopping[at] instanceof SupervisorChild)) {
+        while (end < stopping.length && end - at < STOP_TOGETHER && !(stopping[end] instanceof SupervisorChild)) end++
       }
-      child.status = 'stopped'
+      await Promise.all(stopping.slice(at, end).map(child => this.stopOne(child, reason)))
+      at = end
     }
+  }
+
+  private async stopOne(child: ChildHandle, reason: StopReason): Promise<void> {
+    if (child.status !== 'running' && child.status !== 'restarting') return
+    child.status = 'stopping'
+    try {
+      await child.stop(reason)
+    } catch (error) {
+      this.runtime.log.error({ err: error, supervisor: this.id, child: child.id }, 'child did not stop cleanly')
+    }
+    child.status = 'stopped'
   }
 
   private async onExit(child: ChildHandle, reason: 'crash' | 'normal', error: unknown): Promise<void> {

@@ -190,6 +190,21 @@ t.test('shutdown stops everything in reverse start order', async t => {
   t.same(entries, ['init:a', 'init:b', 'init:c', 'init:d', 'stop:d', 'stop:c', 'stop:b', 'stop:a'])
 })
 
+t.test('at shutdown the root stops a run of spawned actors together, and each supervisor alone, in reverse start order', async t => {
+  const entries: string[] = []
+  const system = await startSystem(t, { workers: 2 })
+  // Under a supervisor of its own, so that it stops alone, last.
+  const logs = await system.supervise({ strategy: 'one_for_one', children: [{ id: 'log', behavior: journal, placement: 'main', args: { entries } }] })
+  const notify = (label: string) => ({ notify: logs.child('log'), label })
+  await system.spawn(probe, { args: notify('a'), placement: 'pool' })
+  await system.supervise({ strategy: 'one_for_one', children: [{ id: 's', behavior: probe, args: notify('s'), placement: 'pool' }] })
+  for (const label of ['b1', 'b2', 'b3']) await system.spawn(probe, { args: notify(label), placement: 'pool' })
+  await system.shutdown()
+  const stops = entries.filter(entry => entry.startsWith('stop:'))
+  t.same(stops.slice(0, 3).sort(), ['stop:b1', 'stop:b2', 'stop:b3'], 'the actors spawned after the supervisor stop first (together)')
+  t.same(stops.slice(3), ['stop:s', 'stop:a'], 'then the supervisor, then the actor spawned before it')
+})
+
 t.test('supervisor specs are validated with the field named', async t => {
   const system = await startSystem(t, { workers: 0 })
   await t.rejects(system.supervise({ strategy: 'one_for_none' as never, children: [] }), { message: /strategy must be/ })
