@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
 import { ActorSystem } from './actor/index.js'
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/index.js'
-import { RedactingDestination, SECRET_PATHS } from './supervisor/redaction.js'
+import { createCliLogger, LOG_FORMAT_ENV, logFormatOf } from './supervisor/log-format.js'
 import { requestReload } from './supervisor/reload-client.js'
 import { inspectServer } from './supervisor/inspect-client.js'
 import { serveReloads } from './supervisor/triggers.js'
@@ -81,17 +80,16 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${summarise(loaded)}\n`)
     return 0
   }
-  // pino's own redaction (compiled, fast) for the built-in secrets; the destination redacts the
-  // configured paths, live, and the worker threads' lines, which reach it already serialised.
-  const redaction = new RedactingDestination(pino.destination({ dest: 1, sync: true }), [...SECRET_PATHS, ...(loaded?.config.logging.redact ?? [])])
-  const log = pino(
-    {
-      level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info',
-      name: 'troupe',
-      redact: { paths: [...SECRET_PATHS], censor: '[redacted]' },
-    },
-    redaction,
-  )
+  const format = logFormatOf(process.env, process.stdout.isTTY === true)
+  if (format === undefined) {
+    process.stderr.write(`${LOG_FORMAT_ENV}: expected json or pretty, got ${JSON.stringify(process.env[LOG_FORMAT_ENV])}\n`)
+    return 2
+  }
+  const { log, redaction } = await createCliLogger({
+    level: process.env['TROUPE_LOG_LEVEL'] ?? loaded?.config.logging.level ?? 'info',
+    format,
+    redact: loaded?.config.logging.redact ?? [],
+  })
   if (loaded !== undefined) log.info({ config: loaded.source, summary: summarise(loaded) }, 'config loaded')
   const workers = values.workers === undefined ? loaded?.config.troupe.workers : Number(values.workers)
   if (workers !== undefined && !(Number.isInteger(workers) && workers >= 0)) {

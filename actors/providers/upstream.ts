@@ -1,4 +1,5 @@
 import type { ConnectionOptions } from 'node:tls'
+import type { Logger } from 'pino'
 import { Pool, errors, type Dispatcher } from 'undici'
 import { ActorError, type Cancellation } from '../../src/index.js'
 
@@ -24,6 +25,28 @@ interface Call {
   readonly body?: unknown
   /** Cancelling aborts the upstream request. */
   readonly cancellation?: Cancellation
+  /**
+   * Where the call's failure is logged, with the id of the HTTP request it serves. Absent, the
+   * caller reports failures itself (listModels: the reconciler, which would otherwise log every
+   * cycle of an upstream that is down).
+   */
+  readonly report?: FailureReport
+}
+
+/** A logger for a call's failure, and the HTTP request id its lines carry. */
+export interface FailureReport {
+  readonly log: Logger
+  readonly requestId: string | undefined
+}
+
+/** How loud an inference call's failure is logged: the upstream's trouble warns, the client's mistake is debug, a cancel is silent. */
+const FAILURE_LEVEL: Readonly<Record<string, 'warn' | 'debug' | undefined>> = {
+  upstream: 'warn',
+  timeout: 'warn',
+  auth: 'warn',
+  rate_limit: 'warn',
+  invalid_request: 'debug',
+  model_not_found: 'debug',
 }
 
 /**
@@ -136,6 +159,10 @@ export class Upstream {
   }
 
   #statusError(status: number, text: string, call: Call): ActorError {
+    return this.#reported(this.#statusErrorOf(status, text, call), call)
+  }
+
+  #statusErrorOf(status: number, text: string, call: Call): ActorError {
     const detail = upstreamMessage(text) ?? `HTTP ${status}`
     const where = `provider '${this.#options.provider}': ${call.method} ${call.path}`
     const data = { status }
@@ -147,8 +174,13 @@ export class Upstream {
     return new ActorError('upstream', `${where}: upstream failed with HTTP ${status}: ${detail}`, data)
   }
 
+  /** `error` as an ActorError with an inference code, logged (call.report) unless it is one already, which was. */
   #failure(error: unknown, call: Call): ActorError {
     if (error instanceof ActorError) return error
+    return this.#reported(this.#failureOf(error, call), call)
+  }
+
+  #failureOf(error: unknown, call: Call): ActorError {
     const where = `provider '${this.#options.provider}': ${call.method} ${call.path}`
     if (error instanceof errors.HeadersTimeoutError || error instanceof errors.BodyTimeoutError || error instanceof errors.ConnectTimeoutError) {
       return new ActorError('timeout', `${where}: no answer within ${this.#options.timeoutMs} ms`)
@@ -160,6 +192,20 @@ export class Upstream {
     const reason = code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ECONNRESET' ? `cannot reach ${new URL(this.#options.baseUrl).origin} (${code})` : describe(error)
     return new ActorError('upstream', `${where}: ${reason}`)
   }
+
+  /** Logs `failure` where `call.report` says, with its request id; returns it. */
+  #reported(failure: ActorError, call: Call): ActorError {
+    const level = FAILURE_LEVEL[failure.code]
+    if (call.report !== undefined && level !== undefined) {
+      call.report.log[level]({ request_id: call.report.requestId, provider: this.#options.provider, code: failure.code, err: failure }, 'upstream call failed')
+    }
+    return failure
+  }
+}
+
+/** Where an inference call's failure is logged: the provider's log, with the HTTP request id its message carries. */
+export function reportTo(log: Logger, msg: { readonly request_id?: string | undefined }): FailureReport {
+  return { log, requestId: msg.request_id }
 }
 
 /** An AbortSignal that follows a Cancellation, for undici's request(): streaming calls only. */

@@ -104,10 +104,13 @@ export const modelsProtocol = z.discriminatedUnion('type', [
   z.object({ type: z.literal('list') }),
   /** Streams a ModelListing now and after each change; a consumer that lags gets the latest only. Ends when the table stops. */
   z.object({ type: z.literal('watch') }),
-  /** Inference, routed by `request.model` (only to the model `expect` names, when given); `chat` and `completion` also stream. */
-  z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }), expect: checkedModel.optional() }),
-  z.object({ type: z.literal('completion'), request, expect: checkedModel.optional() }),
-  z.object({ type: z.literal('embeddings'), request, expect: checkedModel.optional() }),
+  /**
+   * Inference, routed by `request.model` (only to the model `expect` names, when given); `chat`
+   * and `completion` also stream. `request_id` is the HTTP request's, passed on to the provider.
+   */
+  z.object({ type: z.literal('chat'), request: request.extend({ messages: z.array(z.object({ role: z.string() }).loose()) }), expect: checkedModel.optional(), request_id: z.string().optional() }),
+  z.object({ type: z.literal('completion'), request, expect: checkedModel.optional(), request_id: z.string().optional() }),
+  z.object({ type: z.literal('embeddings'), request, expect: checkedModel.optional(), request_id: z.string().optional() }),
   /** The reconciler's summary of every provider (a tell): listed, and routed by. */
   z.object({ type: z.literal('runtime'), providers: z.record(z.string(), z.custom<ProviderAvailability>(value => typeof (value as ProviderAvailability | null)?.state === 'string', 'must be a provider availability')) }),
   /** The providers to route to, replacing the current set: a reload that added or removed one. */
@@ -196,7 +199,7 @@ export const modelsRoutingTable = defineBehavior(import.meta.url, 'modelsRouting
   async *stream(state, msg: ModelsMessage, ctx) {
     if (msg.type === 'watch') return yield* watch(state, ctx)
     if (msg.type !== 'chat' && msg.type !== 'completion') throw new ActorError('bad_message', `the models routing table streams chat, completion and watch only, not ${msg.type}`)
-    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation)
+    yield* streamRoute(routeModel(state.models, state.providers, msg.request, 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation, msg.request_id)
   },
 })
 
@@ -367,20 +370,25 @@ function refuseIfOpen(availability: ProviderAvailability | undefined, model: str
 }
 
 function forward(state: State, msg: Extract<ModelsMessage, { type: 'chat' | 'completion' | 'embeddings' }>, ctx: BehaviorContext<ModelsMessage>): Promise<unknown> {
-  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation)
+  return askRoute(routeModel(state.models, state.providers, msg.request, msg.type === 'embeddings' ? 'embedding' : 'llm', state.runtime, msg.expect), msg.type, ctx.cancellation, msg.request_id)
 }
 
-/** Asks the route's provider, and names the model in its reply as it was asked for. */
-export async function askRoute<R extends { model?: string }>(route: Route, type: 'chat' | 'completion' | 'embeddings', cancellation: Cancellation): Promise<R> {
-  const reply = await route.provider.ref.ask<R>({ type, request: route.request } as InferenceMessage, { ...INFERENCE, cancellation })
+/** Asks the route's provider (for the HTTP request `requestId`, when there is one), and names the model in its reply as it was asked for. */
+export async function askRoute<R extends { model?: string }>(route: Route, type: 'chat' | 'completion' | 'embeddings', cancellation: Cancellation, requestId?: string): Promise<R> {
+  const reply = await route.provider.ref.ask<R>(inferenceAsk(route, type, requestId), { ...INFERENCE, cancellation })
   reply.model = route.model
   return reply
 }
 
 /** Streams a chat or a completion from the route's provider, each chunk naming the model as it was asked for. */
-export async function* streamRoute<C extends { model?: string }>(route: Route, type: 'chat' | 'completion', cancellation: Cancellation): AsyncGenerator<C> {
-  for await (const chunk of route.provider.ref.stream<C>({ type, request: route.request } as InferenceMessage, { cancellation })) {
+export async function* streamRoute<C extends { model?: string }>(route: Route, type: 'chat' | 'completion', cancellation: Cancellation, requestId?: string): AsyncGenerator<C> {
+  for await (const chunk of route.provider.ref.stream<C>(inferenceAsk(route, type, requestId), { cancellation })) {
     chunk.model = route.model
     yield chunk
   }
+}
+
+/** The provider's message for `route`; without a request id the field is left out, not sent as undefined. */
+function inferenceAsk(route: Route, type: 'chat' | 'completion' | 'embeddings', requestId: string | undefined): InferenceMessage {
+  return (requestId === undefined ? { type, request: route.request } : { type, request: route.request, request_id: requestId }) as InferenceMessage
 }

@@ -3,6 +3,7 @@ import { ActorError, defineBehavior, type ActorRef, type BehaviorContext } from 
 import type { StackConfig } from '../../src/config/index.js'
 import { BatchWriter, type BatchWriterStats } from './batch-writer.js'
 import type { RowPage, TableMessage, TableSpec } from './protocol.js'
+import { ownerColumns, ownerOfRow, ownerSchema, OWNER_COLUMNS, type Owner } from './owner.js'
 import { nextSequence } from './sequence.js'
 import { putOp } from './table/rows.js'
 
@@ -19,6 +20,10 @@ import { putOp } from './table/rows.js'
  * (and cuts the linger short), so a client reads its own writes. On stop the queue is written
  * before the actor ends. `retention` trims the oldest records, by count or age, in the
  * background.
+ *
+ * A record keeps its caller as its owner (owner.ts), encoded with the row. The store answers
+ * owners when asked (`withOwner`, `withOwners`) and filters nothing: the server's access
+ * policy decides who may read what.
  */
 
 export interface StoredCompletion {
@@ -39,15 +44,40 @@ export interface CompletionList {
   readonly has_more: boolean
 }
 
+/** A completion with its owner (null: unowned): `get` answers so with `withOwner`. */
+export interface OwnedCompletion {
+  readonly completion: StoredCompletion
+  readonly owner: Owner | null
+}
+
+/** `list` with `withOwners`: each completion's owner, in the order of `data`, and the owner of the `after` row. */
+export interface OwnedCompletionList extends CompletionList {
+  readonly owners: Array<Owner | null>
+  /** Undefined when the list was asked without `after`. */
+  readonly after_owner?: Owner | null
+}
+
+/** The list's page size limit, and so the most a server asks for at once when it filters pages. */
+export const MAX_LIST_LIMIT = 1000
+
 export const inferenceStoreProtocol = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('record'), completion: z.object({ id: z.string(), created: z.number(), model: z.string(), choices: z.array(z.unknown()) }).loose(), messages: z.array(z.unknown()) }),
-  z.object({ type: z.literal('get'), id: z.string() }),
+  /** `owner`: the authenticated caller whose chat this was; absent, the record is unowned. */
+  z.object({
+    type: z.literal('record'),
+    completion: z.object({ id: z.string(), created: z.number(), model: z.string(), choices: z.array(z.unknown()) }).loose(),
+    messages: z.array(z.unknown()),
+    owner: ownerSchema.optional(),
+  }),
+  /** The completion; with `withOwner`, an OwnedCompletion. */
+  z.object({ type: z.literal('get'), id: z.string(), withOwner: z.boolean().optional() }),
+  /** A page, newest first unless `order`; with `withOwners`, an OwnedCompletionList. */
   z.object({
     type: z.literal('list'),
     after: z.string().optional(),
-    limit: z.number().int().min(1).max(1000).optional(),
+    limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional(),
     order: z.enum(['asc', 'desc']).optional(),
     model: z.string().optional(),
+    withOwners: z.boolean().optional(),
   }),
   /**
    * The input messages a completion was asked with, as OpenAI lists them: each with an id
@@ -127,7 +157,7 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
   async init(args: InferenceStoreArgs, ctx): Promise<State> {
     const spec: TableSpec = {
       name: args.table,
-      columns: { recorded: { type: 'integer' }, id: { type: 'text' }, created: { type: 'integer' }, model: { type: 'text' }, completion: { type: 'json' }, input_messages: { type: 'json' } },
+      columns: { recorded: { type: 'integer' }, id: { type: 'text' }, created: { type: 'integer' }, model: { type: 'text' }, completion: { type: 'json' }, input_messages: { type: 'json' }, ...OWNER_COLUMNS },
       // Time first: new rows append. The id, second, keeps two records of one microsecond apart.
       primaryKey: ['recorded', 'id'],
       indexes: [['id'], ['model', 'recorded']],
@@ -148,13 +178,16 @@ export const inferenceStore = defineBehavior(import.meta.url, 'inferenceStore', 
         if ('input_messages' in completion) completion = withoutInputMessages(completion)
         // `created` has second resolution: `recorded` orders completions as they arrived.
         state.lastRecorded = nextSequence(state.lastRecorded)
-        const row = { recorded: state.lastRecorded, id: msg.completion.id, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages }
+        const row = { recorded: state.lastRecorded, id: msg.completion.id, created: msg.completion.created, model: msg.completion.model, completion, input_messages: msg.messages, ...ownerColumns(msg.owner) }
         const put = putOp(state.spec, row, 'upsert')
         if (state.settings.writeMode === 'async') return state.writer.submit(put, { waitMs: RECORD_WAIT_MS }).then(() => null)
         return state.writer.write(put, { durable: true, waitMs: RECORD_WAIT_MS }).done.then(() => null)
       }
       case 'get':
-        return state.writer.flush().then(() => fetch(state, msg.id))
+        return state.writer.flush().then(async () => {
+          const row = await fetchRow(state, msg.id)
+          return msg.withOwner === true ? ({ completion: toStored(row), owner: ownerOfRow(row) } satisfies OwnedCompletion) : toStored(row)
+        })
       case 'list':
         return state.writer.flush().then(() => list(state, msg))
       case 'messages':
@@ -242,10 +275,20 @@ function toStored(row: Record<string, unknown>): StoredCompletion {
   return { ...(row['completion'] as Omit<StoredCompletion, 'input_messages'>), input_messages: row['input_messages'] as unknown[] }
 }
 
-async function fetch(state: State, id: string): Promise<StoredCompletion> {
+/** The answer to a completion that does not exist: the server gives it for one the caller may not read too. */
+export function completionNotFound(id: string): ActorError {
+  return new ActorError('not_found', `no chat completion with id '${id}'`)
+}
+
+/** The answer to a list `after` a completion that does not exist (or that the caller may not read). */
+export function afterNotFound(id: string): ActorError {
+  return new ActorError('not_found', `after: no chat completion with id '${id}'`)
+}
+
+async function fetchRow(state: State, id: string): Promise<Record<string, unknown>> {
   const row = await state.args.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.args.table, where: { id } })
-  if (row === null) throw new ActorError('not_found', `no chat completion with id '${id}'`)
-  return toStored(row)
+  if (row === null) throw completionNotFound(id)
+  return row
 }
 
 export interface MessageList {
@@ -257,7 +300,7 @@ export interface MessageList {
 }
 
 async function messages(state: State, msg: Extract<InferenceStoreMessage, { type: 'messages' }>): Promise<MessageList> {
-  const stored = await fetch(state, msg.id)
+  const stored = toStored(await fetchRow(state, msg.id))
   const all = stored.input_messages.map((message, i) => ({ ...(message as Record<string, unknown>), id: `${msg.id}-${i}` }))
   if (msg.order === 'desc') all.reverse()
   let start = 0
@@ -269,7 +312,7 @@ async function messages(state: State, msg: Extract<InferenceStoreMessage, { type
   return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: start + data.length < all.length }
 }
 
-async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'list' }>): Promise<CompletionList> {
+async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'list' }>): Promise<CompletionList | OwnedCompletionList> {
   const limit = msg.limit ?? DEFAULT_LIMIT
   const direction = msg.order ?? 'desc'
   const orderBy = [
@@ -279,7 +322,7 @@ async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'l
   let afterRow: Record<string, unknown> | undefined
   if (msg.after !== undefined) {
     const row = await state.args.store.ask<Record<string, unknown> | null>({ type: 'fetchOne', table: state.args.table, where: { id: msg.after } })
-    if (row === null) throw new ActorError('not_found', `after: no chat completion with id '${msg.after}'`)
+    if (row === null) throw afterNotFound(msg.after)
     afterRow = row
   }
   const page = await state.args.store.ask<RowPage>({
@@ -291,5 +334,7 @@ async function list(state: State, msg: Extract<InferenceStoreMessage, { type: 'l
     ...(afterRow === undefined ? {} : { afterRow }),
   })
   const data = page.rows.map(toStored)
-  return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: page.cursor !== null }
+  const list: CompletionList = { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: page.cursor !== null }
+  if (msg.withOwners !== true) return list
+  return { ...list, owners: page.rows.map(ownerOfRow), ...(afterRow === undefined ? {} : { after_owner: ownerOfRow(afterRow) }) } satisfies OwnedCompletionList
 }

@@ -127,16 +127,26 @@ export const conditionSchema = z.string().transform((text, ctx): ParsedCondition
 
 /**
  * llama-stack's resource types (its ResourceType enum, with `vector_store`, vector_db's later
- * name), the `type` of `type::identifier`. A pattern naming another (`models::*`) would never
- * match, and a forbid so written would forbid nothing, so it is refused. Of these, troupe keeps
- * only models so far.
+ * name), the `type` of `type::identifier`, and `sql_record`, the records of its stores. A
+ * pattern naming another (`models::*`) would never match, and a forbid so written would forbid
+ * nothing, so it is refused. Of these, troupe keeps models and the records of SQL_RECORD_TABLES.
  */
-export const RESOURCE_TYPES = ['model', 'shield', 'vector_db', 'vector_store', 'dataset', 'scoring_function', 'benchmark', 'tool', 'tool_group'] as const
+export const RESOURCE_TYPES = ['model', 'shield', 'vector_db', 'vector_store', 'dataset', 'scoring_function', 'benchmark', 'tool', 'tool_group', 'sql_record'] as const
+
+/**
+ * The stored records the policy guards, by llama-stack's table names: a record's type is
+ * `sql_record::<table>`, its identifier the record's id (llama-stack's AuthorizedSqlStore
+ * names them so), whatever `table_name` troupe's config gives the store.
+ */
+export const SQL_RECORD_TABLES = ['chat_completions', 'openai_conversations', 'conversation_items'] as const
+export type SqlRecordTable = (typeof SQL_RECORD_TABLES)[number]
 
 /**
  * A resource pattern: `type::identifier` exactly, `type::*` for every resource of a type, or
  * `regex:` and a regular expression matched from the start of `type::identifier` (Python's
- * re.match, as llama-stack does). Anything else would never match, so it is refused.
+ * re.match, as llama-stack does). A stored record's type has two parts
+ * (`sql_record::chat_completions::*`, or `sql_record::*` for every record). Anything else
+ * would never match, so it is refused.
  */
 type ResourceMatcher = (type: string, identifier: string) => boolean
 
@@ -161,6 +171,7 @@ const resourcePattern = z
       return z.NEVER
     }
     const identifier = pattern.slice(split + 2)
+    if (resourceType === 'sql_record') return sqlRecordPattern(pattern, identifier, ctx)
     if (identifier === '*') return type => type === resourceType
     if (pattern.includes('*')) {
       ctx.addIssue({ code: 'custom', message: `'${pattern}': * is a wildcard only as the whole identifier (${resourceType}::*); use regex:… for others` })
@@ -168,6 +179,25 @@ const resourcePattern = z
     }
     return (type, id) => type === resourceType && id === identifier
   })
+
+/** `sql_record::*`, `sql_record::<table>::*` or `sql_record::<table>::<id>`, given what follows `sql_record::`. */
+function sqlRecordPattern(pattern: string, rest: string, ctx: z.RefinementCtx): ResourceMatcher {
+  if (rest === '*') return type => type.startsWith('sql_record::')
+  const split = rest.indexOf('::')
+  const table = split < 0 ? rest : rest.slice(0, split)
+  if (!(SQL_RECORD_TABLES as readonly string[]).includes(table)) {
+    ctx.addIssue({ code: 'custom', message: `'${table}' is not a table of records; use sql_record::<table>::* with one of: ${SQL_RECORD_TABLES.join(', ')}` })
+    return z.NEVER
+  }
+  const identifier = split < 0 ? '' : rest.slice(split + 2)
+  if (identifier === '' || (identifier !== '*' && identifier.includes('*'))) {
+    ctx.addIssue({ code: 'custom', message: `'${pattern}' is not a record: use sql_record::${table}::* or sql_record::${table}::<id>` })
+    return z.NEVER
+  }
+  const type = `sql_record::${table}`
+  if (identifier === '*') return t => t === type
+  return (t, id) => t === type && id === identifier
+}
 
 const scopeSchema = z.strictObject({
   principal: z.string().min(1).nullish(),

@@ -148,10 +148,10 @@ export function clientErrorOf(error: { code?: string | undefined; reason?: strin
   return new HttpError(400, 'bad_request', `the request is not valid HTTP/1.1: ${error.reason ?? code} (${code})`)
 }
 
-/** A whole HTTP/1.1 response carrying `error`, for a socket no ServerResponse is writing to; it closes the connection. */
-export function rawErrorResponse(error: HttpError): string {
+/** A whole HTTP/1.1 response carrying `error` and its request id, for a socket no ServerResponse is writing to; it closes the connection. */
+export function rawErrorResponse(error: HttpError, requestId: string): string {
   const text = errorBody(error)
-  return `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`
+  return `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${text}`
 }
 
 /**

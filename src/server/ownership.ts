@@ -1,7 +1,9 @@
 import type { ModelOwner } from '../../actors/routing/models.js'
-import type { AccessPolicy, Action, ProtectedResource } from './access-policy.js'
+import type { Owner } from '../../actors/stores/owner.js'
+import { AccessPolicy, type Action, type ProtectedResource, type SqlRecordTable } from './access-policy.js'
 import type { Principal } from './auth.js'
 import { HttpError } from './http.js'
+import type { ServedRequest } from './served-request.js'
 
 /**
  * Resource ownership, as llama-stack records it: a resource made by an authenticated caller
@@ -15,10 +17,20 @@ import { HttpError } from './http.js'
  * is no secret to them (llama-stack answers the same: not found, or AccessDeniedError).
  */
 
+/** The access policy `request` is held to: its snapshot's, or llama-stack's default, which holds only authenticated callers (so without authentication it allows all). */
+export function accessPolicyOf(request: ServedRequest): AccessPolicy {
+  return request.auth?.accessPolicy ?? AccessPolicy.DEFAULT
+}
+
 /** Who owns what `user` makes now: a copy of the caller, to be stored with it; undefined (unowned) without authentication. */
 export function ownerOf(user: Principal | undefined): ModelOwner | undefined {
   if (user === undefined) return undefined
   return { principal: user.principal, attributes: Object.fromEntries(Object.entries(user.attributes).map(([name, values]) => [name, [...values]])) }
+}
+
+/** A stored record as the policy sees it: `sql_record::<table>::<id>`, with its owner (null: unowned). */
+export function storedRecord(table: SqlRecordTable, id: string, owner: Owner | null): ProtectedResource {
+  return { type: `sql_record::${table}`, identifier: id, owner: owner ?? undefined }
 }
 
 /** The items of `items` that `user` may read, in order; all of them without authentication. */

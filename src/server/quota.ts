@@ -128,7 +128,7 @@ export class RequestQuota {
       return undefined
     }
     // The first refusal of a client in a window is logged; the rest are counted by the metrics (429).
-    if (used === -1) this.#log.warn({ client: describe(client), limit, until: new Date(until).toISOString() }, 'a client reached its request quota')
+    if (used === -1) this.#log.warn({ request_id: request.id, client: describe(client), limit, until: new Date(until).toISOString() }, 'a client reached its request quota')
     const field = `server.quota.${request.principal === undefined ? 'anonymous' : 'authenticated'}_max_requests`
     throw new HttpError(
       429,

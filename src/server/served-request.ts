@@ -27,6 +27,8 @@ export class ServedRequest implements Cancellation {
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
+    /** Its request id (request-id.ts): answered in its `x-request-id` header, logged with every line about it, passed on with its inference asks. */
+    readonly id: string,
   ) {
     const url = req.url ?? '/'
     const mark = url.indexOf('?')

@@ -5,7 +5,6 @@ import type { Logger } from 'pino'
 import type { z } from 'zod'
 import { type ActorRef, type ActorSystem } from '../actor/index.js'
 import type { ConversationsMessage } from '../../actors/stores/conversations.js'
-import { conversationsProtocol } from '../../actors/stores/conversations.js'
 import type { InferenceStoreMessage } from '../../actors/stores/inference-store.js'
 import { askRoute, modelNotFound, providerModelOf, routeModel, streamRoute, type CheckedModel, type Model, type ModelOwner, type ModelsMessage, type ProviderEntry, type Route as ModelRoute } from '../../actors/routing/models.js'
 import type { ChatCompletion, ChatCompletionChunk, TextCompletion } from '../../actors/providers/inference/protocol.js'
@@ -13,20 +12,22 @@ import { CompletionAssembler } from './completion-assembler.js'
 import { ModelList, modelResource, openAiModel, resolveModel, servedModelView } from './model-list.js'
 import type { ReconcilerMessage } from '../stack/reconciler.js'
 import { runtimeRoutes } from './routes/runtime.js'
-import { AccessPolicy } from './access-policy.js'
 import { createAuthenticator, isPublicRoute, type AuthSettings, type RequestAuth } from './auth.js'
-import { authorizeAction, authorizeCreate, ownerOf } from './ownership.js'
+import { accessPolicyOf, authorizeAction, authorizeCreate, ownerOf } from './ownership.js'
 import { sameValue } from '../config/index.js'
 import { clientErrorOf, HttpError, rawErrorResponse, readJson, sendEncoded, sendError, sendJson, SseWriter, toHttpError, validate } from './http.js'
 import { HANDLED, type Route } from './route.js'
 import { Router, type RouteMatch } from './router.js'
 import { RequestQuota, type QuotaSettings } from './quota.js'
 import { ServedRequest } from './served-request.js'
+import { REQUEST_ID_HEADER, RequestIds } from './request-id.js'
 import type { WorkflowEntry } from './routes/workflow-entry.js'
 import { adminRoutes, type AdminHooks } from './routes/admin.js'
 import { metricsRoutes, type ServerMetrics } from './routes/metrics.js'
 import { WorkflowsApi } from './routes/workflows.js'
-import { chatCompletionBody, completionBody, completionListQuery, embeddingsBody, inspectRoutesQuery, listQuery, messageListQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
+import { conversationRoutes } from './routes/conversations.js'
+import { storedCompletionRoutes } from './routes/stored-completions.js'
+import { chatCompletionBody, completionBody, embeddingsBody, inspectRoutesQuery, registerModelBody, type ChatCompletionBody } from './schemas.js'
 
 /**
  * What `configure` replaces while the server runs. It is always the whole set: a field left
@@ -111,6 +112,12 @@ const CUT_GRACE_MS = 1_000
 const RETRY_AFTER_S = 1
 /** Longer than the 60 s idle timeout of common load balancers, so that they, not troupe, close idle connections. */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000
+/** Request headers a cross-origin caller may send: its token, its body's type, its own request id. */
+const CORS_ALLOWED_HEADERS = `authorization, content-type, ${REQUEST_ID_HEADER}`
+/** Response headers a cross-origin caller's script may read besides the CORS-safelisted ones. */
+const CORS_EXPOSED_HEADERS = `${REQUEST_ID_HEADER}, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, ratelimit-policy`
+/** How long a browser may reuse a preflight's answer (Chromium caps it at 2 hours). */
+const CORS_MAX_AGE_S = '7200'
 
 /**
  * A listener that could not be bound. `code` is the system's (EADDRINUSE, EACCES, …), or
@@ -158,6 +165,8 @@ export class ApiServer {
   readonly #replaced = new Set<Listener>()
   #draining = false
   #closing: { readonly done: Promise<void>; readonly deadline: Deadline } | undefined
+  /** One source for every listener, so that a rebind does not start the counter over. */
+  readonly #requestIds = new RequestIds()
   readonly #serveRequest = (request: ServedRequest): void => void this.#serve(request)
 
   constructor(deps: ApiDeps) {
@@ -169,7 +178,7 @@ export class ApiServer {
     this.#modelList = new ModelList(deps.models, deps.log)
     this.#routes = this.#buildRoutes()
     this.#router = new Router(this.#routes)
-    this.#listener = new Listener(deps.tls, this.#serveRequest)
+    this.#listener = new Listener(deps.tls, this.#requestIds, this.#serveRequest)
   }
 
   get routes(): readonly Route[] {
@@ -232,7 +241,7 @@ export class ApiServer {
     if (this.#draining) throw closingError(port, host)
     const current = this.#listener
     if (current.isAt(port, host) && current.canReplaceTls(tls)) return current.replaceTls(tls)
-    const next = new Listener(tls, this.#serveRequest)
+    const next = new Listener(tls, this.#requestIds, this.#serveRequest)
     if (current.isAt(port, host)) await this.#switchInPlace(current, next, port, host)
     else await next.bind(port, host)
     if (this.#draining) {
@@ -262,7 +271,7 @@ export class ApiServer {
     try {
       await bindSoon(next, port, host)
     } catch (error) {
-      const restored = new Listener(current.tls, this.#serveRequest)
+      const restored = new Listener(current.tls, this.#requestIds, this.#serveRequest)
       await bindSoon(restored, port, host)
       this.#listener = restored
       this.#replaced.add(current)
@@ -368,19 +377,39 @@ export class ApiServer {
     } catch (error) {
       const errors = route?.errors
       const failure = errors === undefined ? toHttpError(error) : errors.toHttp(error)
-      if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, method: req.method, url: req.url, code: failure.code, principal: request.principal?.principal }, 'request failed')
+      if (failure.status >= 500 && failure.code !== 'cancelled') this.#deps.log.warn({ err: error, request_id: request.id, method: req.method, url: req.url, code: failure.code, principal: request.principal?.principal }, 'request failed')
+      // Refusals are the client's to fix and may come in floods: seen only at debug.
+      else if (failure.status === 401 || failure.status === 403) this.#deps.log.debug({ request_id: request.id, method: req.method, url: req.url, code: failure.code, principal: request.principal?.principal }, 'request refused')
       if (!request.cancelled) sendError(res, failure, errors?.body(failure))
     }
   }
 
+  /**
+   * server.cors, on every answer; true when the request's Origin is allowed, whose preflight
+   * (OPTIONS) `#serve` then answers 204. An origin not allowed gets no Access-Control-* header,
+   * so its browser refuses the answer; its preflight goes on to routing (405).
+   *
+   * Access-Control-Allow-Credentials is never sent: troupe's credentials are a Bearer token in
+   * Authorization, which a cross-origin fetch sends in the default credentials mode once the
+   * preflight allows the header; cookies and client certificates are refused cross-origin
+   * (browsers refuse them beside `*` in any case: the Fetch standard's CORS check).
+   */
   #corsHeaders(req: IncomingMessage, res: ServerResponse): boolean {
     const cors = this.#settings.cors
     const origin = req.headers.origin
     if (cors === undefined || cors === false || origin === undefined) return false
-    if (cors !== true && !cors.allow_origins.includes(origin) && !cors.allow_origins.includes('*')) return false
+    // A list makes the answer depend on Origin: a cache must not give one origin's answer to another.
+    if (cors !== true) {
+      res.setHeader('vary', 'Origin')
+      if (!cors.allow_origins.includes(origin) && !cors.allow_origins.includes('*')) return false
+    }
     res.setHeader('access-control-allow-origin', cors === true ? '*' : origin)
-    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
-    res.setHeader('access-control-allow-headers', 'authorization, content-type')
+    res.setHeader('access-control-expose-headers', CORS_EXPOSED_HEADERS)
+    if (req.method === 'OPTIONS') {
+      res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
+      res.setHeader('access-control-allow-headers', CORS_ALLOWED_HEADERS)
+      res.setHeader('access-control-max-age', CORS_MAX_AGE_S)
+    }
     return true
   }
 
@@ -466,31 +495,8 @@ export class ApiServer {
           return this.#infer('embeddings', body, await this.#routeFor(request, body, 'embedding'), request)
         },
       },
-      {
-        method: 'GET',
-        path: '/v1/chat/completions',
-        api: 'inference',
-        handle: async ({ query }) => {
-          const { after, limit, order, model } = validate(completionListQuery, Object.fromEntries(query), 'query')
-          return this.#inferenceStore().ask({ type: 'list', ...defined({ after, limit, order, model }) })
-        },
-      },
-      {
-        method: 'GET',
-        path: '/v1/chat/completions/{completion_id}',
-        api: 'inference',
-        handle: ({ params }) => this.#inferenceStore().ask({ type: 'get', id: params['completion_id']! }),
-      },
-      {
-        method: 'GET',
-        path: '/v1/chat/completions/{completion_id}/messages',
-        api: 'inference',
-        handle: ({ params, query }) => {
-          const { after, limit, order } = validate(messageListQuery, Object.fromEntries(query), 'query')
-          return this.#inferenceStore().ask({ type: 'messages', id: params['completion_id']!, ...defined({ after, limit, order }) })
-        },
-      },
-      ...this.#conversationRoutes(),
+      ...storedCompletionRoutes(() => this.#inferenceStore()),
+      ...conversationRoutes(() => this.#conversations(), this.#settings.maxBodyBytes),
       ...this.#workflowRoutes(),
     ]
   }
@@ -502,57 +508,10 @@ export class ApiServer {
     return [...api.routes(''), ...api.routes(`/deployments/${encodeURIComponent(imageName)}`)]
   }
 
-  #conversationRoutes(): Route[] {
-    const call = (msg: ConversationsMessage): Promise<unknown> => {
-      const conversations = this.#services.conversations
-      if (conversations === undefined) throw new HttpError(404, 'not_configured', 'conversations need storage.stores.conversations in the config')
-      return conversations.ask(msg)
-    }
-    const shapeOf = (type: ConversationsMessage['type']) => conversationsProtocol.options.find(o => o.shape.type.value === type)!
-    /** Validates a body against the fields of one conversations message. */
-    const body = async (request: Request, type: ConversationsMessage['type'], fixed: Record<string, unknown>): Promise<ConversationsMessage> => {
-      const raw = await readJson(request.req, this.#settings.maxBodyBytes)
-      const fields = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw : { __body: raw }
-      return validate(shapeOf(type), { ...fields, ...fixed, type }, 'body') as ConversationsMessage
-    }
-    return [
-      { method: 'POST', path: '/v1/conversations', api: 'conversations', handle: async request => call(await body(request, 'create', {})) },
-      { method: 'GET', path: '/v1/conversations/{conversation_id}', api: 'conversations', handle: ({ params }) => call({ type: 'get', id: params['conversation_id']! }) },
-      {
-        method: 'POST',
-        path: '/v1/conversations/{conversation_id}',
-        api: 'conversations',
-        handle: async request => call(await body(request, 'update', { id: request.params['conversation_id'] })),
-      },
-      { method: 'DELETE', path: '/v1/conversations/{conversation_id}', api: 'conversations', handle: ({ params }) => call({ type: 'delete', id: params['conversation_id']! }) },
-      {
-        method: 'POST',
-        path: '/v1/conversations/{conversation_id}/items',
-        api: 'conversations',
-        handle: async request => call(await body(request, 'addItems', { id: request.params['conversation_id'] })),
-      },
-      {
-        method: 'GET',
-        path: '/v1/conversations/{conversation_id}/items',
-        api: 'conversations',
-        handle: ({ params, query }) => {
-          const { after, limit, order } = validate(listQuery, Object.fromEntries(query), 'query')
-          return call({ type: 'listItems', id: params['conversation_id']!, ...defined({ after, limit, order }) })
-        },
-      },
-      {
-        method: 'GET',
-        path: '/v1/conversations/{conversation_id}/items/{item_id}',
-        api: 'conversations',
-        handle: ({ params }) => call({ type: 'getItem', id: params['conversation_id']!, itemId: params['item_id']! }),
-      },
-      {
-        method: 'DELETE',
-        path: '/v1/conversations/{conversation_id}/items/{item_id}',
-        api: 'conversations',
-        handle: ({ params }) => call({ type: 'deleteItem', id: params['conversation_id']!, itemId: params['item_id']! }),
-      },
-    ]
+  #conversations(): ActorRef<ConversationsMessage> {
+    const conversations = this.#services.conversations
+    if (conversations === undefined) throw new HttpError(404, 'not_configured', 'conversations need storage.stores.conversations in the config')
+    return conversations
   }
 
   #inferenceStore(): ActorRef<InferenceStoreMessage> {
@@ -614,8 +573,8 @@ export class ApiServer {
 
   /** An inference ask along `route`, or through the models routing table (held to `expect`) when there is none. */
   #infer<R extends { model?: string }>(type: 'chat' | 'completion' | 'embeddings', body: { model: string }, { route, expect }: CheckedRoute, request: Request): Promise<R> {
-    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { timeoutMs: Infinity, cancellation: request })
-    return askRoute<R>(route, type, request)
+    if (route === undefined) return this.#deps.models.ask<R>({ type, request: body, request_id: request.id, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { timeoutMs: Infinity, cancellation: request })
+    return askRoute<R>(route, type, request, request.id)
   }
 
   async #chat(request: Request): Promise<unknown> {
@@ -623,14 +582,14 @@ export class ApiServer {
     const route = await this.#routeFor(request, body, 'llm')
     if (body.stream !== true) {
       const completion = await this.#infer<ChatCompletion>('chat', body, route, request)
-      await this.#record(completion, body)
+      await this.#record(completion, body, request)
       return completion
     }
     request.slots?.hold('streams')
     const assembled = new CompletionAssembler()
     if (await this.#relay(request, this.#stream<ChatCompletionChunk>('chat', body, route, request), chunk => assembled.add(chunk))) {
       const completion = assembled.completion()
-      if (completion !== undefined) await this.#record(completion, body)
+      if (completion !== undefined) await this.#record(completion, body, request)
     }
     return HANDLED
   }
@@ -647,8 +606,8 @@ export class ApiServer {
 
   /** An inference stream along `route`, or through the models routing table (held to `expect`) when there is none. */
   #stream<C extends { model?: string }>(type: 'chat' | 'completion', body: { model: string }, { route, expect }: CheckedRoute, request: Request): AsyncIterable<C> {
-    if (route === undefined) return this.#deps.models.stream<C>({ type, request: body, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { cancellation: request })
-    return streamRoute<C>(route, type, request)
+    if (route === undefined) return this.#deps.models.stream<C>({ type, request: body, request_id: request.id, ...(expect === undefined ? {} : { expect }) } as ModelsMessage, { cancellation: request })
+    return streamRoute<C>(route, type, request, request.id)
   }
 
   /**
@@ -667,7 +626,11 @@ export class ApiServer {
         await sse.send(step.value)
       }
     } catch (error) {
-      if (!request.cancelled) sse.fail(toHttpError(error))
+      if (request.cancelled) return false
+      const failure = toHttpError(error)
+      // The 200 is out: the server's 'request failed' line never sees this one.
+      this.#deps.log.warn({ err: error, request_id: request.id, method: request.req.method, url: request.req.url, code: failure.code, principal: request.principal?.principal }, 'stream failed part way')
+      sse.fail(failure)
       return false
     }
     sse.done()
@@ -695,9 +658,10 @@ export class ApiServer {
       .map(route => ({ route: route.path, method: route.method, provider_types: providerTypes.get(route.api) ?? [], api: route.api }))
   }
 
-  /** Waits while the inference store's queue is full: that slows callers, it never drops a record. */
-  async #record(completion: ChatCompletion, body: ChatCompletionBody): Promise<void> {
-    await this.#services.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages }, { timeoutMs: Infinity })
+  /** Waits while the inference store's queue is full: that slows callers, it never drops a record. Owned by the caller, when authenticated. */
+  async #record(completion: ChatCompletion, body: ChatCompletionBody, request: Request): Promise<void> {
+    const owner = ownerOf(request.principal)
+    await this.#services.inferenceStore?.ask({ type: 'record', completion: { ...completion }, messages: body.messages, ...(owner === undefined ? {} : { owner }) }, { timeoutMs: Infinity })
   }
 
   /**
@@ -725,16 +689,6 @@ function requestAuth(settings: AuthSettings | undefined, kept: RequestAuth | und
   if (settings === undefined) return undefined
   const authenticator = kept !== undefined ? kept.authenticator : settings.provider === undefined ? undefined : createAuthenticator(settings.provider)
   return { authenticator, routePolicy: settings.routePolicy, accessPolicy: settings.accessPolicy }
-}
-
-/** The access policy `request` is held to: its snapshot's, or llama-stack's default, which holds only authenticated callers (so without authentication it allows all). */
-function accessPolicyOf(request: Request): AccessPolicy {
-  return request.auth?.accessPolicy ?? AccessPolicy.DEFAULT
-}
-
-/** Only the keys whose value is defined (exactOptionalPropertyTypes). */
-function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> }
 }
 
 function closingError(port: number, host: string): ListenError {
@@ -792,10 +746,15 @@ class Listener {
   /** Sockets answered with an error node:http's parser raised, closing once the client has read it. */
   readonly #refused = new WeakSet<Socket>()
 
-  constructor(tls: TlsFiles | undefined, serve: (request: ServedRequest) => void) {
+  readonly #ids: RequestIds
+
+  constructor(tls: TlsFiles | undefined, ids: RequestIds, serve: (request: ServedRequest) => void) {
     this.#tls = tls
+    this.#ids = ids
     const accept = (req: IncomingMessage, res: ServerResponse): void => {
-      const request = new ServedRequest(req, res)
+      const request = new ServedRequest(req, res, ids.of(req.headers))
+      // Set before any handler writes its head: every answer carries it, errors included.
+      res.setHeader(REQUEST_ID_HEADER, request.id)
       this.#requests.add(request)
       const socket = req.socket
       const inFlight = this.#connections.get(socket)
@@ -827,7 +786,7 @@ class Listener {
       sendError(res, new HttpError(417, 'expectation_failed', `Expect: ${req.headers.expect ?? ''} is not supported; only 100-continue is`))
     })
     this.server.on('connect', (req: IncomingMessage, socket: Socket) => {
-      refuseUnparsed(socket, rawErrorResponse(new HttpError(405, 'method_not_allowed', `CONNECT ${req.url ?? ''}: troupe is not a proxy`)))
+      refuseUnparsed(socket, rawErrorResponse(new HttpError(405, 'method_not_allowed', `CONNECT ${req.url ?? ''}: troupe is not a proxy`), ids.of(req.headers)))
     })
   }
 
@@ -848,7 +807,8 @@ class Listener {
     this.#refused.add(socket)
     // A request whose body could not be parsed is over; its handler must not answer too.
     for (const request of this.#requests) if (request.req.socket === socket) request.cancel()
-    refuseUnparsed(socket, rawErrorResponse(answer))
+    // Its headers were never parsed: whatever id the client sent is unknown here.
+    refuseUnparsed(socket, rawErrorResponse(answer, this.#ids.next()))
   }
 
   /** Whether a response on `socket` has begun: bytes of it may be on the wire. */

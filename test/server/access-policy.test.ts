@@ -168,6 +168,23 @@ t.test('a scope that lists nothing, or names a resource type llama-stack does no
   t.same(issuesOf([{ permit: { actions: ['read'] }, when: [] }]), [], 'an empty condition list is no condition, as llama-stack reads it')
 })
 
+t.test("stored records are sql_record::<table>::<id>, matched as llama-stack matches them; a table it does not have is refused", async t => {
+  const alice = user('alice')
+  const record = (table: string, identifier: string): ProtectedResource => ({ type: `sql_record::${table}`, identifier })
+  const allows = (resource: string, what: ProtectedResource) => policyOf([{ permit: { actions: ['read'], resource } }]).allows('read', what, alice)
+  t.ok(allows('sql_record::*', record('conversation_items', 'msg_1')), 'sql_record::* is every record')
+  t.ok(allows('sql_record::chat_completions::*', record('chat_completions', 'chatcmpl-1')))
+  t.notOk(allows('sql_record::chat_completions::*', record('openai_conversations', 'conv_1')), 'a table is a type of its own')
+  t.ok(allows('sql_record::openai_conversations::conv_1', record('openai_conversations', 'conv_1')))
+  t.notOk(allows('sql_record::openai_conversations::conv_1', record('openai_conversations', 'conv_2')))
+  t.ok(allows('regex:sql_record::(chat_completions|conversation_items)::', record('conversation_items', 'msg_1')), 'a regex sees type::identifier whole')
+  t.notOk(allows('model::*', record('chat_completions', 'chatcmpl-1')))
+  const at = 'server.auth.access_policy[0].permit.resource'
+  t.match(issuesOf([{ permit: { actions: ['read'], resource: 'sql_record::chat_completion::*' } }]), [{ path: at, message: /'chat_completion' is not a table of records; use sql_record::<table>::\* with one of: chat_completions, openai_conversations, conversation_items/ }])
+  t.match(issuesOf([{ permit: { actions: ['read'], resource: 'sql_record::chat_completions' } }]), [{ path: at, message: /is not a record: use sql_record::chat_completions::\*/ }], 'a table with no record never matches')
+  t.match(issuesOf([{ permit: { actions: ['read'], resource: 'sql_record::chat_completions::chatcmpl-*' } }]), [{ path: at, message: /is not a record/ }])
+})
+
 // Property tests. A reference reading of llama-stack's is_action_allowed, straight from the
 // rules as written (conditions parsed on every call), against which the compiled policy is held.
 

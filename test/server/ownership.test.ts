@@ -1,17 +1,12 @@
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import t from 'tap'
-import { stringify } from 'yaml'
-import { loadConfigFile, type ConfigIssue } from '../../src/config/index.js'
+import type { ConfigIssue } from '../../src/config/index.js'
 import { AccessPolicy, parseAccessPolicy } from '../../src/server/access-policy.js'
-import { newApiKey, type Principal } from '../../src/server/auth.js'
+import type { Principal } from '../../src/server/auth.js'
 import { HttpError } from '../../src/server/http.js'
 import { authorizeAction, authorizeCreate, ownerOf, readableBy } from '../../src/server/ownership.js'
-import { startStack, type RunningStack } from '../../src/supervisor/stack.js'
-import { quietLogger } from '../fixtures/logger.js'
 import { eventually } from '../fixtures/eventually.js'
-import { startFakeUpstreams, stackYaml, tempDir } from '../fixtures/stack.js'
-import { startSystem } from '../fixtures/system.js'
+import { stackWithOwners } from '../fixtures/owners.js'
+import { tempDir } from '../fixtures/stack.js'
 
 const alice: Principal = { principal: 'alice', attributes: { teams: ['ml'] } }
 const bob: Principal = { principal: 'bob', attributes: { teams: ['web'] } }
@@ -52,55 +47,6 @@ t.test('authorizeAction: not readable is the not-found error; readable but not a
   t.match(t.throws(() => authorizeCreate(readOnly, { type: 'shield', identifier: 'new' }, bob)), { status: 403, code: 'forbidden' }, 'no owner yet: "user is owner" cannot hold')
   t.doesNotThrow(() => authorizeCreate(AccessPolicy.DEFAULT, { type: 'shield', identifier: 'new' }, bob), 'the default policy lets anyone create (resource is unowned)')
 })
-
-interface Teardown {
-  teardown(fn: () => unknown): void
-}
-
-/** The test stack with api_keys for alice and carol (team ml) and bob (team web), and `policy` as server.auth.access_policy, from a file in `dir`. */
-async function stackWithOwners(t: Teardown, dir: string, policy: unknown[] = []) {
-  const { openai, ollama } = await startFakeUpstreams(t)
-  const file = join(dir, 'stack.yaml')
-  const keys = { alice: newApiKey(), bob: newApiKey(), carol: newApiKey() }
-  const entries = [
-    { hash: keys.alice.hash, principal: 'alice', attributes: { teams: ['ml'] } },
-    { hash: keys.bob.hash, principal: 'bob', attributes: { teams: ['web'] } },
-    { hash: keys.carol.hash, principal: 'carol', attributes: { teams: ['ml'] } },
-  ]
-  const write = (rules: unknown[]): void => writeFileSync(file, `${stackYaml(openai, ollama, dir)}${stringify({ server: { auth: { provider_config: { type: 'api_keys', keys: entries }, access_policy: rules } } })}`)
-  write(policy)
-  // Stopping a stack shuts its system down: each start has one of its own.
-  const start = async (): Promise<RunningStack> => startStack(await startSystem(t, { workers: 1 }), await loadConfigFile(file), quietLogger(), { port: 0, host: '127.0.0.1' })
-  let stack = await start()
-  t.teardown(() => stack.stop())
-  const call = async (who: keyof typeof keys, method: string, path: string, body?: unknown) => {
-    const headers: Record<string, string> = { authorization: `Bearer ${keys[who].key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }
-    const res = await fetch(`${stack.url}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
-    const text = await res.text()
-    return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as any) }
-  }
-  const ids = async (who: keyof typeof keys): Promise<string[]> => {
-    const listed = await call(who, 'GET', '/v1/models')
-    if (listed.status !== 200) throw new Error(`GET /v1/models: ${listed.status}`)
-    return (listed.body.data as Array<{ id: string }>).map(m => m.id).sort()
-  }
-  /** Once the reconciler's listing of fake-openai has reached the server: provider_id/model ids route only to what a provider lists. */
-  const listed = (): Promise<void> => eventually(async () => (await call('alice', 'GET', '/v1/models/fake-openai/gpt-test')).status === 200, "fake-openai's listing")
-  return {
-    openai,
-    call,
-    ids,
-    write,
-    listed,
-    get stack() {
-      return stack
-    },
-    async restart() {
-      await stack.stop()
-      stack = await start()
-    },
-  }
-}
 
 const CONFIG_MODELS = ['embedder', 'gpt', 'llama']
 const register = (id: string) => ({ model_id: id, provider_id: 'fake-openai', provider_model_id: 'gpt-test' })

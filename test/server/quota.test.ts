@@ -321,7 +321,7 @@ t.test('a count the store cannot give is 503 quota_unavailable with Retry-After,
   const quota = RequestQuota.reconfigure(undefined, settings, { now: () => NOON, log: quietLogger() })!
   t.teardown(() => quota.close())
   const server = createServer((req, res) => {
-    const request = new ServedRequest(req, res)
+    const request = new ServedRequest(req, res, 'test-request')
     Promise.resolve(quota.admit(request)).then(
       () => sendJson(res, 200, { served: true }),
       (error: unknown) => sendError(res, toHttpError(error)),

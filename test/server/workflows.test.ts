@@ -547,7 +547,7 @@ async function serveWorkflowsApi(t: Test, deps: Partial<WorkflowsApiDeps>): Prom
   const router = new Router(api.routes(''))
   const handled: Array<Promise<unknown>> = []
   const server = createServer((req, res) => {
-    const request = new ServedRequest(req, res)
+    const request = new ServedRequest(req, res, 'test-request')
     const found = router.match(req.method ?? 'GET', request.pathname)
     if (found?.route === undefined) return void res.writeHead(404).end()
     request.params = found.params

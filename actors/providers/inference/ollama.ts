@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { z } from 'zod'
 import { ActorError, defineBehavior, type Cancellation } from '../../../src/index.js'
-import { lines, Upstream } from '../upstream.js'
+import { lines, reportTo, Upstream, type FailureReport } from '../upstream.js'
 import {
   inferenceProtocol,
   type ChatCompletion,
@@ -75,7 +75,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
     const { upstream } = state
     switch (msg.type) {
       case 'chat': {
-        const reply = await upstream.json<OllamaChat>({ method: 'POST', path: '/api/chat', body: chatBody(msg.request, false), cancellation: ctx.cancellation })
+        const reply = await upstream.json<OllamaChat>({ method: 'POST', path: '/api/chat', body: chatBody(msg.request, false), cancellation: ctx.cancellation, report: reportTo(ctx.log, msg) })
         return chatCompletion(msg.request.model, reply)
       }
       case 'completion': {
@@ -85,6 +85,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
           path: '/api/generate',
           body: { model: request.model, prompt: promptText(request['prompt']), stream: false, options: options(request) },
           cancellation: ctx.cancellation,
+          report: reportTo(ctx.log, msg),
         })
         return {
           id: `cmpl-${randomUUID()}`,
@@ -101,6 +102,7 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
           path: '/api/embed',
           body: { model: msg.request.model, input: msg.request['input'] },
           cancellation: ctx.cancellation,
+          report: reportTo(ctx.log, msg),
         })
         const tokens = reply.prompt_eval_count ?? 0
         const base64 = msg.request['encoding_format'] === 'base64'
@@ -119,8 +121,8 @@ export const ollamaProvider = defineBehavior(import.meta.url, 'ollamaProvider', 
     }
   },
   stream(state, msg: InferenceMessage, ctx) {
-    if (msg.type === 'chat') return streamChat(state, msg.request, ctx.cancellation)
-    if (msg.type === 'completion') return streamGenerate(state, msg.request, ctx.cancellation)
+    if (msg.type === 'chat') return streamChat(state, msg.request, ctx.cancellation, reportTo(ctx.log, msg))
+    if (msg.type === 'completion') return streamGenerate(state, msg.request, ctx.cancellation, reportTo(ctx.log, msg))
     throw new ActorError('bad_message', `provider '${state.providerId}' streams chat and completion only, not ${msg.type}`)
   },
   async stop(state) {
@@ -145,8 +147,8 @@ interface OllamaGenerate {
 }
 
 /** /api/chat's NDJSON as chat.completion.chunks. */
-async function* streamChat(state: State, request: ChatRequest, cancellation: Cancellation): AsyncGenerator<ChatCompletionChunk> {
-  const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), cancellation })
+async function* streamChat(state: State, request: ChatRequest, cancellation: Cancellation, report: FailureReport): AsyncGenerator<ChatCompletionChunk> {
+  const body = await state.upstream.body({ method: 'POST', path: '/api/chat', body: chatBody(request, true), cancellation, report })
   const id = `chatcmpl-${randomUUID()}`
   const created = nowSeconds()
   const chunk = (delta: ChatDelta, finish: string | null): ChatCompletionChunk => ({ id, object: 'chat.completion.chunk', created, model: request.model, choices: [{ index: 0, delta, finish_reason: finish }] })
@@ -177,9 +179,9 @@ async function* streamChat(state: State, request: ChatRequest, cancellation: Can
 }
 
 /** /api/generate's NDJSON as text_completion chunks, as OpenAI streams a completion. */
-async function* streamGenerate(state: State, request: { model: string } & Record<string, unknown>, cancellation: Cancellation): AsyncGenerator<TextCompletion> {
+async function* streamGenerate(state: State, request: { model: string } & Record<string, unknown>, cancellation: Cancellation, report: FailureReport): AsyncGenerator<TextCompletion> {
   const upstreamBody = { model: request.model, prompt: promptText(request['prompt']), stream: true, options: options(request) }
-  const body = await state.upstream.body({ method: 'POST', path: '/api/generate', body: upstreamBody, cancellation })
+  const body = await state.upstream.body({ method: 'POST', path: '/api/generate', body: upstreamBody, cancellation, report })
   const id = `cmpl-${randomUUID()}`
   const created = nowSeconds()
   const chunk = (text: string, finish: string | null): TextCompletion => ({ id, object: 'text_completion', created, model: request.model, choices: [{ index: 0, text, finish_reason: finish, logprobs: null }] })

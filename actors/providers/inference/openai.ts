@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { ActorError, defineBehavior } from '../../../src/index.js'
-import { sseData, Upstream, type UpstreamTls } from '../upstream.js'
+import { reportTo, sseData, Upstream, type UpstreamTls } from '../upstream.js'
 import { inferenceProtocol, type ChatCompletion, type ChatCompletionChunk, type InferenceMessage, type TextCompletion, type UpstreamModel } from './protocol.js'
 
 /** A file the provider reads when it starts (a CA bundle, a client certificate): checked when the config is. */
@@ -68,13 +68,13 @@ export const openaiProvider = defineBehavior(import.meta.url, 'openaiProvider', 
     switch (msg.type) {
       case 'chat':
         allow(state, msg.request.model)
-        return upstream.json<ChatCompletion>({ method: 'POST', path: '/chat/completions', body: withDefaultMaxTokens(state, { ...msg.request, stream: false }), cancellation: ctx.cancellation })
+        return upstream.json<ChatCompletion>({ method: 'POST', path: '/chat/completions', body: withDefaultMaxTokens(state, { ...msg.request, stream: false }), cancellation: ctx.cancellation, report: reportTo(ctx.log, msg) })
       case 'completion':
         allow(state, msg.request.model)
-        return upstream.json({ method: 'POST', path: '/completions', body: withDefaultMaxTokens(state, { ...msg.request, stream: false }), cancellation: ctx.cancellation })
+        return upstream.json({ method: 'POST', path: '/completions', body: withDefaultMaxTokens(state, { ...msg.request, stream: false }), cancellation: ctx.cancellation, report: reportTo(ctx.log, msg) })
       case 'embeddings':
         allow(state, msg.request.model)
-        return upstream.json({ method: 'POST', path: '/embeddings', body: msg.request, cancellation: ctx.cancellation })
+        return upstream.json({ method: 'POST', path: '/embeddings', body: msg.request, cancellation: ctx.cancellation, report: reportTo(ctx.log, msg) })
       case 'listModels': {
         const list = await upstream.json<{ data?: ListedModel[] }>({ method: 'GET', path: '/models', cancellation: ctx.cancellation })
         // A list that is not one, or an entry without an id, is skipped, never a crash.
@@ -88,7 +88,7 @@ export const openaiProvider = defineBehavior(import.meta.url, 'openaiProvider', 
     allow(state, msg.request.model)
     // OpenAI streams both as server-sent events ending with [DONE]: chat.completion.chunk objects, or text_completion ones.
     const path = msg.type === 'chat' ? '/chat/completions' : '/completions'
-    const body = await state.upstream.body({ method: 'POST', path, body: withDefaultMaxTokens(state, { ...msg.request, stream: true }), cancellation: ctx.cancellation })
+    const body = await state.upstream.body({ method: 'POST', path, body: withDefaultMaxTokens(state, { ...msg.request, stream: true }), cancellation: ctx.cancellation, report: reportTo(ctx.log, msg) })
     for await (const data of sseData(body)) {
       if (data === '[DONE]') return
       yield parseChunk(state.providerId, data)

@@ -79,12 +79,19 @@ export interface UpstreamModel {
 const request = z.object({ model: z.string() }).loose()
 const chatRequest = z.object({ model: z.string(), messages: z.array(z.object({ role: z.string() }).loose()) }).loose()
 
+/**
+ * The id of the HTTP request an inference ask serves (its `x-request-id`), when it serves one:
+ * the provider puts it in its log lines about the call. It rides in the message because the
+ * kernel's envelope carries no per-request context.
+ */
+const requestId = z.string().optional()
+
 export const inferenceProtocol = z.discriminatedUnion('type', [
   /** Replies with a ChatCompletion; streamed (ref.stream), yields ChatCompletionChunks. */
-  z.object({ type: z.literal('chat'), request: chatRequest }),
+  z.object({ type: z.literal('chat'), request: chatRequest, request_id: requestId }),
   /** Replies with a TextCompletion; streamed (ref.stream), yields TextCompletion chunks. */
-  z.object({ type: z.literal('completion'), request }),
-  z.object({ type: z.literal('embeddings'), request }),
+  z.object({ type: z.literal('completion'), request, request_id: requestId }),
+  z.object({ type: z.literal('embeddings'), request, request_id: requestId }),
   /** What the upstream serves now: UpstreamModel[]. The reconciler asks it; whether it answers is the provider's health. */
   z.object({ type: z.literal('listModels') }),
 ])

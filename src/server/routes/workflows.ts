@@ -226,7 +226,7 @@ export class WorkflowsApi {
         }
       }
     } catch (error) {
-      if (!request.cancelled) this.#deps.log.warn({ err: error, run: runId }, 'a run event stream failed part way; cutting it so the client resumes')
+      if (!request.cancelled) this.#deps.log.warn({ err: error, request_id: request.id, run: runId }, 'a run event stream failed part way; cutting it so the client resumes')
     } finally {
       writer.close(complete)
     }
