@@ -83,9 +83,19 @@ export class RestartWaits {
     private readonly router: HeldMessageRouter,
   ) {}
 
-  /** Whether messages to (slot, generation) wait here: a new one must queue behind them to keep its sender's order. */
+  /**
+   * Whether messages to (slot, generation) wait here: a new one must queue behind them to keep
+   * its sender's order. An actor back already, whose wake-up has not run yet, waits no longer:
+   * what was held for it goes now, in order, and a new message follows it at once (it would
+   * otherwise find the queue full and be refused while its actor runs).
+   */
   holds(slot: number, generation: number): boolean {
-    return this.queues.size !== 0 && this.queues.get(slot)?.generation === generation
+    if (this.queues.size === 0) return false
+    const queue = this.queues.get(slot)
+    if (queue?.generation !== generation) return false
+    if (this.directory.locate(slot, generation) < 0) return true
+    this.release(queue)
+    return false
   }
 
   /** Messages held on this thread, all actors together, less those whose callers gave up. */
