@@ -783,6 +783,7 @@ class Listener {
     this.server.on('clientError', (error: NodeJS.ErrnoException & { reason?: string }, socket: Socket) => this.#refuse(error, socket))
     // Answered by node with a bare 417, or (CONNECT) with a closed connection, without these.
     this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      res.setHeader('x-request-id', ids.of(req.headers))
       sendError(res, new HttpError(417, 'expectation_failed', `Expect: ${req.headers.expect ?? ''} is not supported; only 100-continue is`))
     })
     this.server.on('connect', (req: IncomingMessage, socket: Socket) => {

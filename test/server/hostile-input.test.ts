@@ -119,6 +119,7 @@ t.test("Expect other than 100-continue: 417 in OpenAI's error shape", async t =>
   t.equal(reset, undefined)
   t.equal(responses[0]?.status, 417)
   t.match(openAiError(responses[0]?.body ?? ''), { code: 'expectation_failed', type: 'invalid_request_error' })
+  t.match(responses[0]?.headers['x-request-id'], /\S/, 'it carries a request id, as every answer does')
 })
 
 for (const [what, bytes, status, code] of refusals) {

@@ -149,6 +149,22 @@ t.test('an access_policy of its own: items filtered one by one with paging intac
   t.match(await s.call('bob', 'GET', `/v1/conversations/${id}`), { status: 404 })
 })
 
+t.test('deleting an item changes its conversation: it takes update on the conversation, as adding one does', async t => {
+  const rules = (update: boolean) => [
+    { permit: { actions: ['create', 'read', 'update', 'delete'] }, when: 'user is owner' },
+    { permit: { actions: update ? ['read', 'update'] : ['read'], resource: 'sql_record::openai_conversations::*' }, when: 'user in owners teams' },
+  ]
+  const s = await stackWithOwners(t, tempDir(t), rules(true))
+  const id = (await s.call('alice', 'POST', '/v1/conversations', { items: [{ role: 'user', content: 'a1' }] })).body.id as string
+  const added = await s.call('carol', 'POST', `/v1/conversations/${id}/items`, { items: [{ role: 'user', content: 'c1' }] })
+  t.equal(added.status, 200, 'carol may update the conversation of her team mate')
+  const itemId = added.body.data[0].id as string
+  s.write(rules(false))
+  await s.restart()
+  t.match(await s.call('carol', 'DELETE', `/v1/conversations/${id}/items/${itemId}`), { status: 403 }, 'her own item, in a conversation she may now read but not change')
+  t.match(await s.call('carol', 'GET', `/v1/conversations/${id}/items/${itemId}`), { status: 200 }, 'she still reads it')
+})
+
 t.test('a store written before owners were recorded: its tables gain the columns, and its rows are unowned, readable by every caller', async t => {
   const dir = tempDir(t)
   const s = await stackWithOwners(t, dir, [], {

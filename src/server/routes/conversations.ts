@@ -160,7 +160,8 @@ async function authorizedItem(store: ActorRef<ConversationsMessage>, request: Se
   if (request.principal === undefined) return undefined
   const id = request.params['conversation_id']!
   const itemId = request.params['item_id']!
-  await authorized(store, request, 'read')
+  // Deleting an item changes its conversation, as adding one does: that takes `update` on it.
+  await authorized(store, request, action === 'delete' ? 'update' : 'read')
   const owned = await store.ask<OwnedItem>({ type: 'getItem', id, itemId, withOwner: true })
   authorizeAction(accessPolicyOf(request), action, storedRecord('conversation_items', itemId, owned.owner), request.principal, () => itemNotFound(id, itemId))
   return owned
